@@ -110,7 +110,9 @@ class Dataset:
                 Dialogue(
                     d.id,
                     [
-                        Utterance({m: u.features[m] for m in keep}, u.speaker, u.label, u.text, u.uid, u.tokens)
+                        Utterance(
+                            {m: u.features[m] for m in keep}, u.speaker, u.label, u.text, u.uid, u.tokens
+                        )
                         for u in d.utterances
                     ],
                 )

@@ -1,0 +1,39 @@
+"""The model registry: adding a model is one file in this folder and one line below."""
+
+from __future__ import annotations
+
+from .base import DataInfo, InfoFusionModel, ModelOutput, Stage
+from .bc_lstm import BcLSTM
+from .late_fusion import LateFusion
+
+MODELS: dict[str, type[InfoFusionModel]] = {
+    "late_fusion": LateFusion,
+    "bc_lstm": BcLSTM,
+}
+
+
+class UnknownModelError(LookupError):
+    """A model name that is not registered."""
+
+
+def get_model_class(name: str) -> type[InfoFusionModel]:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise UnknownModelError(f"unknown model {name!r}; registered: {', '.join(sorted(MODELS))}") from None
+
+
+def build_model(name: str, info: DataInfo, config: dict) -> InfoFusionModel:
+    return get_model_class(name)(info, config)
+
+
+__all__ = [
+    "MODELS",
+    "DataInfo",
+    "InfoFusionModel",
+    "ModelOutput",
+    "Stage",
+    "UnknownModelError",
+    "build_model",
+    "get_model_class",
+]

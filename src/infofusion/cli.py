@@ -1,0 +1,235 @@
+"""The ``infofusion`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .config import ConfigError, load_yaml, resolve_config
+from .data.types import DataError
+from .metrics import scalar_metrics
+from .models import UnknownModelError
+
+DEMO_MODELS = ("late_fusion", "bc_lstm")
+
+
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="registered model name (see `infofusion models`)")
+    parser.add_argument("--data", default=None, help="synthetic | FILE.pkl | DIR of dialogue CSVs")
+    parser.add_argument("--output", required=True, help="run folder")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds: one run per seed and a summary")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--config", default=None, help="YAML file merged over the model's defaults")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue a killed run from its last checkpoint"
+    )
+
+
+def build_config(args: argparse.Namespace, seed: int | None = None) -> dict:
+    extra: dict = {}
+    if args.data is not None:
+        extra.setdefault("data", {})["spec"] = args.data
+    if args.epochs is not None:
+        extra.setdefault("train", {})["epochs"] = args.epochs
+    chosen_seed = seed if seed is not None else args.seed
+    if chosen_seed is not None:
+        extra["seed"] = chosen_seed
+    return resolve_config(args.model, args.config, args.overrides, extra)
+
+
+def run_training(config: dict, output: Path, resume: bool = False) -> dict:
+    from .trainer import Trainer
+
+    started = time.perf_counter()
+    metrics = Trainer(config, output).fit(resume=resume)
+    metrics["seconds"] = round(time.perf_counter() - started, 2)
+    return metrics
+
+
+def summarise_seeds(per_seed: dict[int, dict]) -> dict:
+    """Mean and standard deviation (population, ddof=0) of every scalar metric over seeds."""
+    summary: dict = {"seeds": sorted(per_seed), "splits": {}}
+    for split in ("valid", "test"):
+        rows = [scalar_metrics(m[split]) for m in per_seed.values() if split in m]
+        if not rows:
+            continue
+        summary["splits"][split] = {
+            name: {
+                "mean": float(np.mean([r[name] for r in rows])),
+                "std": float(np.std([r[name] for r in rows])),
+            }
+            for name in rows[0]
+        }
+    summary["seconds_per_run"] = float(np.mean([m.get("seconds", 0.0) for m in per_seed.values()]))
+    return summary
+
+
+def summary_markdown(summary: dict, title: str) -> str:
+    lines = [
+        f"# {title}",
+        "",
+        f"seeds: {summary['seeds']}",
+        "",
+        "| split | metric | mean ± std |",
+        "| --- | --- | --- |",
+    ]
+    for split, metrics in summary["splits"].items():
+        for name, stats in metrics.items():
+            lines.append(f"| {split} | {name} | {stats['mean']:.4f} ± {stats['std']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def command_train(args: argparse.Namespace) -> int:
+    output = Path(args.output)
+    if not args.seeds:
+        metrics = run_training(build_config(args), output, args.resume)
+        print(json.dumps({k: scalar_metrics(v) for k, v in metrics.items() if isinstance(v, dict)}))
+        return 0
+    seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
+    per_seed = {
+        seed: run_training(build_config(args, seed), output / f"seed_{seed}", args.resume) for seed in seeds
+    }
+    summary = summarise_seeds(per_seed)
+    (output / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    (output / "summary.md").write_text(
+        summary_markdown(summary, f"{args.model} on {args.data or 'synthetic'}"), encoding="utf-8"
+    )
+    print(summary_markdown(summary, f"{args.model} on {args.data or 'synthetic'}"))
+    return 0
+
+
+def load_run(run_dir: Path, data: str | None, overrides: list[str] | None = None):
+    """A trainer around a finished run's best checkpoint, optionally on other data."""
+    import torch
+
+    from .models import DataInfo
+    from .trainer import Trainer
+
+    config_path = run_dir / "config.yaml"
+    if not config_path.exists():
+        raise ConfigError(f"{run_dir} is not a run folder (no config.yaml)")
+    config = load_yaml(config_path)
+    if data is not None:
+        config["data"]["spec"] = data
+    config = resolve_config(config["model_name"], None, overrides, config)
+    saved = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+    trainer = Trainer(config, run_dir, echo=lambda _: None, info=DataInfo(**saved["info"]))
+    trainer.load_best()
+    return trainer
+
+
+def command_evaluate(args: argparse.Namespace) -> int:
+    trainer = load_run(Path(args.run_dir), args.data)
+    if args.split not in trainer.dataset.splits:
+        raise DataError(
+            f"split {args.split!r} not in data (has {sorted(trainer.dataset.splits)})",
+            file=trainer.dataset.source,
+            split=args.split,
+        )
+    print(json.dumps(trainer.evaluate(args.split)))
+    return 0
+
+
+def command_models(_: argparse.Namespace) -> int:
+    from .models import MODELS
+
+    for name, model_class in sorted(MODELS.items()):
+        doc = (
+            (model_class.__module__ and sys.modules[model_class.__module__].__doc__ or "")
+            .strip()
+            .splitlines()
+        )
+        print(f"{name:<14} {model_class.unit:<10} {doc[0] if doc else ''}")
+    return 0
+
+
+def command_data_inspect(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+
+    options = dict(resolve_config("late_fusion", None, args.overrides)["data"])
+    dataset = load_dataset(args.spec, options)
+    print(json.dumps(dataset.summary(), indent=2))
+    return 0
+
+
+def command_demo(args: argparse.Namespace) -> int:
+    """Train the demo models on the embedded synthetic data and print a results table."""
+    output = Path(args.output)
+    rows = []
+    for model in DEMO_MODELS:
+        namespace = argparse.Namespace(
+            model=model, data="synthetic", epochs=args.epochs, seed=0, config=None, overrides=[]
+        )
+        print(f"== training {model} on synthetic data ==", flush=True)
+        metrics = run_training(build_config(namespace), output / model)
+        rows.append((model, metrics))
+    print("\n| model | valid acc | valid weighted F1 | test acc | test weighted F1 | seconds |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for model, metrics in rows:
+        valid, test = metrics["valid"], metrics["test"]
+        print(
+            f"| {model} | {valid['acc']:.3f} | {valid['weighted_f1']:.3f} | {test['acc']:.3f} | "
+            f"{test['weighted_f1']:.3f} | {metrics['seconds']:.1f} |"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="infofusion", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a model")
+    _train_arguments(train)
+    train.set_defaults(handler=command_train)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a run's best checkpoint")
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument("--data", default=None)
+    evaluate.add_argument("--split", default="test")
+    evaluate.set_defaults(handler=command_evaluate)
+
+    models = commands.add_parser("models", help="list registered models")
+    models.set_defaults(handler=command_models)
+
+    data = commands.add_parser("data", help="data utilities")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    inspect = data_commands.add_parser("inspect", help="splits, dialogues, utterances, dims, label counts")
+    inspect.add_argument("spec")
+    inspect.add_argument("--set", dest="overrides", action="append", default=[], metavar="data.KEY=VALUE")
+    inspect.set_defaults(handler=command_data_inspect)
+
+    demo = commands.add_parser("demo", help="train on the embedded synthetic data and print a table")
+    demo.add_argument("--output", default="runs/demo")
+    demo.add_argument("--epochs", type=int, default=15)
+    demo.set_defaults(handler=command_demo)
+
+    try:
+        from .mi.cli import add_mi_parser
+    except ImportError:  # the MI library's CLI is optional at import time
+        pass
+    else:
+        add_mi_parser(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except (DataError, ConfigError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except UnknownModelError as error:
+        print(f"error: {error.args[0]}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

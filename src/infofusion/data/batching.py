@@ -1,0 +1,170 @@
+"""Turning dialogues into padded tensors, and a seeded loader over them.
+
+A batch holds ``B`` dialogues of up to ``U`` utterances. Vector modalities are ``(B, U, D)``; sequence
+modalities ``(B, U, T, D)`` with ``frame_lengths[m]`` of shape ``(B, U)``. ``mask`` marks real utterances.
+Utterance-level models get one-utterance dialogues (see :func:`as_utterance_dialogues`), so one layout
+serves both kinds of model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .types import Dataset, Dialogue
+
+UNKNOWN_SPEAKER = 0  # index 0 of the global speaker vocabulary is reserved for unseen speakers
+
+
+@dataclass
+class Batch:
+    features: dict[str, torch.Tensor]
+    frame_lengths: dict[str, torch.Tensor]
+    mask: torch.Tensor  # (B, U) bool
+    speakers: torch.Tensor  # (B, U) long: speaker's order of first appearance within its dialogue
+    global_speakers: torch.Tensor  # (B, U) long: index in the training vocabulary, 0 = unknown
+    labels: torch.Tensor  # (B, U) long (classification) or float (regression)
+    dialogue_ids: list[str]
+    texts: list[list[str | None]] = field(default_factory=list)
+    tokens: torch.Tensor | None = None  # (B, U, 3, L) when the data set carries token ids
+    present: dict[str, torch.Tensor] = field(default_factory=dict)  # (B, U) bool: modality observed
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.features)
+
+    def flat(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Keep real utterances only: ``(B, U, ...)`` to ``(N, ...)``."""
+        return tensor[self.mask]
+
+    def to(self, device: torch.device | str) -> Batch:
+        move = {k: v.to(device) for k, v in self.features.items()}
+        return Batch(
+            move,
+            {k: v.to(device) for k, v in self.frame_lengths.items()},
+            self.mask.to(device),
+            self.speakers.to(device),
+            self.global_speakers.to(device),
+            self.labels.to(device),
+            self.dialogue_ids,
+            self.texts,
+            None if self.tokens is None else self.tokens.to(device),
+            {k: v.to(device) for k, v in self.present.items()},
+        )
+
+
+def speaker_vocabulary(dataset: Dataset) -> dict[str, int]:
+    """Global speaker names seen in training, numbered from 1 (0 is ``unknown``)."""
+    return {name: index + 1 for index, name in enumerate(dataset.speakers("train"))}
+
+
+def as_utterance_dialogues(dialogues: Sequence[Dialogue]) -> list[Dialogue]:
+    """Every utterance as its own dialogue, for models that ignore conversational context."""
+    return [Dialogue(f"{d.id}#{i}", [u]) for d in dialogues for i, u in enumerate(d.utterances)]
+
+
+def collate(
+    dialogues: Sequence[Dialogue],
+    modalities: Sequence[str],
+    task: str,
+    vocabulary: dict[str, int],
+) -> Batch:
+    batch_size = len(dialogues)
+    max_utterances = max(len(d) for d in dialogues)
+    mask = torch.zeros(batch_size, max_utterances, dtype=torch.bool)
+    speakers = torch.zeros(batch_size, max_utterances, dtype=torch.long)
+    global_speakers = torch.zeros(batch_size, max_utterances, dtype=torch.long)
+    label_dtype = torch.float32 if task == "regression" else torch.long
+    labels = torch.zeros(batch_size, max_utterances, dtype=label_dtype)
+    texts: list[list[str | None]] = []
+
+    features: dict[str, torch.Tensor] = {}
+    frame_lengths: dict[str, torch.Tensor] = {}
+    for modality in modalities:
+        sample = dialogues[0].utterances[0].features[modality]
+        dim = sample.shape[-1]
+        if sample.ndim == 2:
+            max_frames = max(u.features[modality].shape[0] for d in dialogues for u in d.utterances)
+            padded = np.zeros((batch_size, max_utterances, max_frames, dim), dtype=np.float32)
+            lengths = torch.zeros(batch_size, max_utterances, dtype=torch.long)
+            for b, dialogue in enumerate(dialogues):
+                for i, utterance in enumerate(dialogue.utterances):
+                    frames = utterance.features[modality]
+                    padded[b, i, : frames.shape[0]] = frames
+                    lengths[b, i] = frames.shape[0]
+            frame_lengths[modality] = lengths
+        else:
+            padded = np.zeros((batch_size, max_utterances, dim), dtype=np.float32)
+            for b, dialogue in enumerate(dialogues):
+                for i, utterance in enumerate(dialogue.utterances):
+                    padded[b, i] = utterance.features[modality]
+        features[modality] = torch.from_numpy(padded)
+
+    tokens = None
+    first_tokens = dialogues[0].utterances[0].tokens
+    if first_tokens is not None:
+        tokens = torch.zeros(batch_size, max_utterances, *first_tokens.shape, dtype=torch.long)
+
+    for b, dialogue in enumerate(dialogues):
+        first_seen: dict[str, int] = {}
+        texts.append([u.text for u in dialogue.utterances])
+        for i, utterance in enumerate(dialogue.utterances):
+            mask[b, i] = True
+            speakers[b, i] = first_seen.setdefault(utterance.speaker, len(first_seen))
+            global_speakers[b, i] = vocabulary.get(utterance.speaker, UNKNOWN_SPEAKER)
+            labels[b, i] = utterance.label
+            if tokens is not None and utterance.tokens is not None:
+                tokens[b, i] = torch.from_numpy(np.asarray(utterance.tokens, dtype=np.int64))
+    present = {m: mask.clone() for m in modalities}
+    return Batch(
+        features,
+        frame_lengths,
+        mask,
+        speakers,
+        global_speakers,
+        labels,
+        [d.id for d in dialogues],
+        texts,
+        tokens,
+        present,
+    )
+
+
+class DialogueLoader:
+    """Batches of dialogues; the order of epoch ``e`` depends only on ``(seed, e)`` so resumes repeat it."""
+
+    def __init__(
+        self,
+        dialogues: Sequence[Dialogue],
+        batch_size: int,
+        modalities: Sequence[str],
+        task: str,
+        vocabulary: dict[str, int],
+        shuffle: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self.dialogues = list(dialogues)
+        self.batch_size = max(1, int(batch_size))
+        self.modalities = list(modalities)
+        self.task = task
+        self.vocabulary = vocabulary
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return (len(self.dialogues) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self) -> Iterator[Batch]:
+        order = np.arange(len(self.dialogues))
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.dialogues))
+        for start in range(0, len(order), self.batch_size):
+            chosen = [self.dialogues[i] for i in order[start : start + self.batch_size]]
+            yield collate(chosen, self.modalities, self.task, self.vocabulary)

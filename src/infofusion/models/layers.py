@@ -1,0 +1,82 @@
+"""Building blocks shared by the models: MLPs and a modality encoder for vectors or frame sequences."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+
+def mlp(sizes: list[int], dropout: float = 0.0, activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+    """Linear layers with an activation and dropout between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for index, (width_in, width_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(width_in, width_out))
+        if index < len(sizes) - 2:
+            layers.append(activation())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+class FrameLSTM(nn.Module):
+    """A uni-directional LSTM over frames; returns the last real frame's state per utterance."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(input_dim, hidden_dim, batch_first=True)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """``frames``: ``(N, T, D)``, ``lengths``: ``(N,)`` to ``(N, H)``."""
+        lengths = lengths.clamp(min=1).cpu()
+        packed = pack_padded_sequence(frames, lengths, batch_first=True, enforce_sorted=False)
+        _, (hidden, _) = self.lstm(packed)
+        return self.dropout(hidden[-1])
+
+
+class ModalityEncoder(nn.Module):
+    """Utterance features to one vector per utterance: an MLP for vectors, an LSTM for sequences."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, sequence: bool, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.sequence = sequence
+        if sequence:
+            self.encoder: nn.Module = FrameLSTM(input_dim, hidden_dim, dropout)
+        else:
+            self.encoder = nn.Sequential(
+                nn.Dropout(dropout),
+                nn.Linear(input_dim, hidden_dim),
+                nn.ReLU(),
+                nn.Linear(hidden_dim, hidden_dim),
+            )
+
+    def forward(self, features: torch.Tensor, frame_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, U, D)`` or ``(B, U, T, D)`` to ``(B, U, H)``."""
+        if not self.sequence:
+            return self.encoder(features)
+        batch, utterances, frames, dim = features.shape
+        if frame_lengths is None:
+            frame_lengths = torch.full((batch, utterances), frames, dtype=torch.long, device=features.device)
+        encoded = self.encoder(features.reshape(batch * utterances, frames, dim), frame_lengths.reshape(-1))
+        return encoded.reshape(batch, utterances, -1)
+
+
+class ModalityEncoders(nn.ModuleDict):
+    """One :class:`ModalityEncoder` per modality of the data, applied together."""
+
+    def __init__(
+        self, dims: dict[str, int], sequence: dict[str, bool], hidden_dim: int, dropout: float
+    ) -> None:
+        super().__init__({m: ModalityEncoder(dims[m], hidden_dim, sequence[m], dropout) for m in dims})
+
+    def encode(self, batch) -> dict[str, torch.Tensor]:
+        encoded = {}
+        for modality, encoder in self.items():
+            representation = encoder(batch.features[modality], batch.frame_lengths.get(modality))
+            present = batch.present.get(modality)
+            if present is not None:
+                # A dropped or missing modality contributes zeros, not stale features.
+                representation = representation * present.unsqueeze(-1).to(representation.dtype)
+            encoded[modality] = representation
+        return encoded

@@ -1,0 +1,360 @@
+"""The one training loop every model uses.
+
+Per batch: each auxiliary stage of the model (its own parameters, optimiser and loss) takes a step,
+then the main stage does. Per epoch: validation, early stopping on a validation metric, the best
+checkpoint kept, a resumable checkpoint written atomically, one line appended to ``history.jsonl``.
+Model selection looks at the validation split only; test is evaluated once, on the best checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from .config import config_hash
+from .data import load_dataset
+from .data.batching import Batch, DialogueLoader, as_utterance_dialogues
+from .data.types import Dataset
+from .metrics import classification_metrics, default_selection_metric, is_improvement, regression_metrics
+from .models import DataInfo, InfoFusionModel, build_model, get_model_class
+from .runinfo import run_information
+
+# Environment hook for tests: hard-exit (as a kill would) right after the checkpoint of this epoch.
+KILL_AFTER_EPOCH_ENV = "INFOFUSION_KILL_AFTER_EPOCH"
+EpochCallback = Callable[[dict], None]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """Write to a temporary file in the same folder, then rename: a kill never leaves half a file."""
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save(obj, temporary)
+    os.replace(temporary, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def load_data_for_config(config: dict) -> Dataset:
+    data = config["data"]
+    dataset = load_dataset(str(data["spec"]), data)
+    if data.get("modalities"):
+        dataset = dataset.select_modalities(data["modalities"])
+    return dataset
+
+
+def rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def restore_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: dict,
+        output_dir: str | Path,
+        dataset: Dataset | None = None,
+        callbacks: list[EpochCallback] | None = None,
+        echo: Callable[[str], None] | None = None,
+        info: DataInfo | None = None,
+    ) -> None:
+        self.config = config
+        self.train_config = config["train"]
+        self.output = Path(output_dir)
+        self.output.mkdir(parents=True, exist_ok=True)
+        self.callbacks = list(callbacks or [])
+        self.echo = echo or (lambda message: print(message, flush=True))
+        threads = int(self.train_config.get("threads") or 0)
+        if threads > 0:
+            torch.set_num_threads(threads)
+        self.seed = int(config.get("seed", 0))
+        seed_everything(self.seed)
+
+        self.dataset = dataset if dataset is not None else load_data_for_config(config)
+        # A trained model keeps the data description it was built with (speaker vocabulary, classes).
+        self.info = info if info is not None else DataInfo.from_dataset(self.dataset)
+        model_class = get_model_class(config["model_name"])
+        self.model: InfoFusionModel = build_model(config["model_name"], self.info, config)
+        self.device = torch.device(
+            self.train_config.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+        )
+        self.model.to(self.device)
+
+        self.stages = self.model.auxiliary_stages()
+        self.stage_optimizers = [
+            torch.optim.Adam(stage.parameters, lr=stage.lr, weight_decay=stage.weight_decay)
+            for stage in self.stages
+        ]
+        optimizer_class = (
+            torch.optim.AdamW if self.train_config.get("optimizer") == "adamw" else torch.optim.Adam
+        )
+        self.optimizer = optimizer_class(self.model.parameter_groups(self.train_config))
+
+        metric = self.train_config.get("select_metric", "auto")
+        self.select_metric = default_selection_metric(self.info.task) if metric in (None, "auto") else metric
+        self.utterance_level = model_class.unit == "utterance"
+        self.loaders = {
+            split: self._loader(split, shuffle=(split == "train")) for split in self.dataset.splits
+        }
+        self.history_path = self.output / "history.jsonl"
+        self.last_path = self.output / "last.pt"
+        self.best_path = self.output / "best.pt"
+
+    # -- data -----------------------------------------------------------------------------------------
+    def _loader(self, split: str, shuffle: bool) -> DialogueLoader:
+        dialogues = self.dataset.splits[split]
+        if self.utterance_level:
+            dialogues = as_utterance_dialogues(dialogues)
+        batch_size = (
+            self.train_config["batch_size"] if shuffle else self.train_config.get("eval_batch_size", 64)
+        )
+        return DialogueLoader(
+            dialogues,
+            batch_size,
+            self.info.modalities,
+            self.info.task,
+            self.info.speaker_vocabulary,
+            shuffle=shuffle,
+            seed=self.seed,
+        )
+
+    def loader(self, split: str) -> DialogueLoader:
+        return self.loaders[split]
+
+    def _drop_modalities(self, batch: Batch) -> Batch:
+        """Modality dropout: hide whole modalities of random utterances, never all of one utterance."""
+        rate = float(self.train_config.get("modality_dropout") or 0.0)
+        if rate <= 0 or len(self.info.modalities) < 2:
+            return batch
+        keep = torch.rand(len(self.info.modalities), *batch.mask.shape) >= rate
+        none_kept = ~keep.any(dim=0)
+        rescue = torch.randint(len(self.info.modalities), batch.mask.shape)
+        keep[rescue, torch.arange(batch.mask.shape[0])[:, None], torch.arange(batch.mask.shape[1])] |= (
+            none_kept
+        )
+        for index, modality in enumerate(self.info.modalities):
+            present = batch.mask & keep[index]
+            batch.present[modality] = present
+            shape = present.shape + (1,) * (batch.features[modality].dim() - 2)
+            batch.features[modality] = batch.features[modality] * present.reshape(shape)
+        return batch
+
+    # -- one epoch ------------------------------------------------------------------------------------
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        self.model.train()
+        loader = self.loaders["train"]
+        loader.set_epoch(epoch)
+        clip = float(self.train_config.get("clip") or 0.0)
+        sums: dict[str, float] = {}
+        batches = 0
+        batches_iter = loader
+        if sys.stdout.isatty():
+            from rich.progress import track
+
+            batches_iter = track(loader, description=f"epoch {epoch + 1}", total=len(loader), transient=True)
+        for batch in batches_iter:
+            batch = self._drop_modalities(batch).to(self.device)
+            for stage, optimizer in zip(self.stages, self.stage_optimizers, strict=True):
+                optimizer.zero_grad(set_to_none=True)
+                stage_loss = stage.loss(batch)
+                stage_loss.backward()
+                if clip > 0:
+                    torch.nn.utils.clip_grad_norm_(stage.parameters, clip)
+                optimizer.step()
+                sums[f"stage_{stage.name}"] = sums.get(f"stage_{stage.name}", 0.0) + float(
+                    stage_loss.detach()
+                )
+            # Zero every gradient: the main loss also reaches stage parameters, which must not keep them.
+            self.model.zero_grad(set_to_none=True)
+            loss, terms = self.model.training_loss(batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite training loss at epoch {epoch}: {terms}")
+            loss.backward()
+            if clip > 0:
+                parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
+                torch.nn.utils.clip_grad_norm_(parameters, clip)
+            self.optimizer.step()
+            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + float(value)
+            batches += 1
+        return {name: total / max(batches, 1) for name, total in sums.items()}
+
+    @torch.no_grad()
+    def predict(self, split: str) -> dict[str, np.ndarray]:
+        """Per-utterance predictions for a split, in loader order (deterministic)."""
+        self.model.eval()
+        outputs, labels = [], []
+        for batch in self.loaders[split]:
+            batch = batch.to(self.device)
+            predictions = batch.flat(self.model(batch).predictions)
+            outputs.append(predictions.float().cpu())
+            labels.append(batch.flat(batch.labels).cpu())
+        stacked = torch.cat(outputs)
+        result = {"labels": torch.cat(labels).numpy()}
+        if self.info.task == "classification":
+            probabilities = torch.softmax(stacked, dim=-1)
+            result["probabilities"] = probabilities.numpy()
+            result["predictions"] = probabilities.argmax(dim=-1).numpy()
+        else:
+            result["predictions"] = stacked.reshape(-1).numpy()
+        return result
+
+    def evaluate(self, split: str) -> dict:
+        predicted = self.predict(split)
+        if self.info.task == "classification":
+            return classification_metrics(
+                predicted["predictions"], predicted["labels"], self.info.num_classes, self.info.class_names
+            )
+        return regression_metrics(predicted["predictions"], predicted["labels"])
+
+    # -- checkpoints ----------------------------------------------------------------------------------
+    def _checkpoint(self, epoch: int, best: float | None, bad_epochs: int, finished: bool) -> dict:
+        return {
+            "epoch": epoch,
+            "best_score": best,
+            "bad_epochs": bad_epochs,
+            "finished": finished,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "stage_optimizers": [optimizer.state_dict() for optimizer in self.stage_optimizers],
+            "rng": rng_state(),
+            "config": self.config,
+            "info": self.info.to_dict(),
+        }
+
+    def _restore(self) -> tuple[int, float | None, int, bool]:
+        # weights_only: a checkpoint is data, never code; RNG states are plain tensors and tuples.
+        state = torch.load(self.last_path, map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for optimizer, saved in zip(self.stage_optimizers, state["stage_optimizers"], strict=True):
+            optimizer.load_state_dict(saved)
+        restore_rng_state(state["rng"])
+        return state["epoch"] + 1, state["best_score"], state["bad_epochs"], state["finished"]
+
+    def _truncate_history(self, before_epoch: int) -> None:
+        if not self.history_path.exists():
+            return
+        kept = [
+            line
+            for line in self.history_path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line)["epoch"] < before_epoch
+        ]
+        atomic_write_text(self.history_path, "".join(line + "\n" for line in kept))
+
+    # -- the run --------------------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> dict:
+        start_epoch, best, bad_epochs, finished = 0, None, 0, False
+        if resume and self.last_path.exists():
+            start_epoch, best, bad_epochs, finished = self._restore()
+            self.echo(f"resuming from epoch {start_epoch}")
+        self._truncate_history(start_epoch)
+        if start_epoch == 0:
+            self.history_path.write_text("", encoding="utf-8")
+        self._write_run_files()
+
+        epochs = int(self.train_config["epochs"])
+        patience = int(self.train_config.get("patience") or epochs)
+        kill_after = os.environ.get(KILL_AFTER_EPOCH_ENV)
+        epoch = start_epoch
+        while not finished and epoch < epochs:
+            started = time.perf_counter()
+            train_terms = self.train_epoch(epoch)
+            valid = self.evaluate("valid")
+            score = float(valid[self.select_metric])
+            improved = is_improvement(self.select_metric, score, best)
+            if improved:
+                best, bad_epochs = score, 0
+                atomic_torch_save(
+                    {
+                        "model": self.model.state_dict(),
+                        "epoch": epoch,
+                        "config": self.config,
+                        "info": self.info.to_dict(),
+                    },
+                    self.best_path,
+                )
+            else:
+                bad_epochs += 1
+            finished = bad_epochs >= patience or epoch + 1 >= epochs
+            record = {
+                "epoch": epoch,
+                "seconds": round(time.perf_counter() - started, 3),
+                "train": train_terms,
+                "valid": {k: v for k, v in valid.items() if isinstance(v, float)},
+                "select": {self.select_metric: score, "best": best, "improved": improved},
+                "diagnostics": self.model.epoch_diagnostics(self.loaders["valid"]),
+            }
+            with self.history_path.open("a", encoding="utf-8") as history:
+                history.write(json.dumps(record) + "\n")
+            atomic_torch_save(self._checkpoint(epoch, best, bad_epochs, finished), self.last_path)
+            self._report_epoch(record, epochs)
+            for callback in self.callbacks:
+                callback(record)
+            if kill_after is not None and int(kill_after) == epoch:
+                os._exit(137)
+            epoch += 1
+        return self.finish()
+
+    def load_best(self) -> int:
+        """Load the best checkpoint's weights; returns its epoch."""
+        state = torch.load(self.best_path, map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        return int(state["epoch"])
+
+    def finish(self) -> dict:
+        best_epoch = self.load_best()
+        metrics = {"valid": self.evaluate("valid"), "best_epoch": best_epoch}
+        if "test" in self.dataset.splits and self.dataset.splits["test"]:
+            metrics["test"] = self.evaluate("test")
+        atomic_write_text(self.output / "metrics.json", json.dumps(metrics, indent=2))
+        return metrics
+
+    def _write_run_files(self) -> None:
+        atomic_write_text(self.output / "config.yaml", yaml.safe_dump(self.config, sort_keys=False))
+        info = run_information(self.config)
+        info["config_hash"] = config_hash(self.config)
+        info["data"] = {
+            "name": self.dataset.name,
+            "source": self.dataset.source,
+            "sizes": {s: sum(len(d) for d in ds) for s, ds in self.dataset.splits.items()},
+        }
+        atomic_write_text(self.output / "run.json", json.dumps(info, indent=2, default=str))
+
+    def _report_epoch(self, record: dict, epochs: int) -> None:
+        select = record["select"]
+        mark = " *" if select["improved"] else ""
+        line = (
+            f"epoch {record['epoch'] + 1}/{epochs}  loss {record['train'].get('loss', float('nan')):.4f}  "
+            f"valid {self.select_metric} {select[self.select_metric]:.4f}{mark}  {record['seconds']:.1f}s"
+        )
+        if sys.stdout.isatty():
+            from rich.console import Console
+
+            Console().print(line, style="bold green" if mark else None)
+        else:
+            self.echo(line)
