@@ -137,6 +137,57 @@ def command_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def find_dialogue(dataset, dialogue_id: str):
+    for split, dialogues in dataset.splits.items():
+        for dialogue in dialogues:
+            if dialogue.id == dialogue_id:
+                return split, dialogue
+    raise DataError(f"dialogue {dialogue_id!r} not found", file=dataset.source, dialogue=dialogue_id)
+
+
+def command_predict(args: argparse.Namespace) -> int:
+    """Per-utterance transcript, speaker, true and predicted label and its probability (MMMIE Table 6)."""
+    import torch
+
+    from .data.batching import as_utterance_dialogues, collate
+
+    trainer = load_run(Path(args.run_dir), args.data)
+    split, dialogue = find_dialogue(trainer.dataset, args.dialogue)
+    info = trainer.info
+    units = as_utterance_dialogues([dialogue]) if trainer.utterance_level else [dialogue]
+    batch = collate(units, info.modalities, info.task, info.speaker_vocabulary).to(trainer.device)
+    trainer.model.eval()
+    with torch.no_grad():
+        predictions = batch.flat(trainer.model(batch).predictions).float().cpu()
+    rows = []
+    for utterance, prediction in zip(dialogue.utterances, predictions, strict=True):
+        row = {"utterance": utterance.uid, "speaker": utterance.speaker, "text": utterance.text}
+        if info.task == "classification":
+            probabilities = torch.softmax(prediction, dim=-1)
+            names = info.class_names or [str(i) for i in range(info.num_classes)]
+            chosen = int(probabilities.argmax())
+            row.update(
+                true=names[int(utterance.label)],
+                predicted=names[chosen],
+                probability=round(float(probabilities[chosen]), 4),
+                probabilities={names[k]: round(float(p), 4) for k, p in enumerate(probabilities)},
+            )
+        else:
+            row.update(true=float(utterance.label), predicted=float(prediction))
+        rows.append(row)
+    if args.json:
+        print(json.dumps({"dialogue": dialogue.id, "split": split, "utterances": rows}))
+        return 0
+    print(f"dialogue {dialogue.id} ({split}, {len(rows)} utterances)")
+    for row in rows:
+        confidence = f"  p={row['probability']:.3f}" if "probability" in row else ""
+        print(
+            f"[{row['speaker']}] {row['text'] or row['utterance']}\n"
+            f"    true={row['true']}  predicted={row['predicted']}{confidence}"
+        )
+    return 0
+
+
 def command_models(_: argparse.Namespace) -> int:
     from .models import MODELS
 
@@ -194,6 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", default=None)
     evaluate.add_argument("--split", default="test")
     evaluate.set_defaults(handler=command_evaluate)
+
+    predict = commands.add_parser("predict", help="per-utterance predictions and confidence for a dialogue")
+    predict.add_argument("run_dir")
+    predict.add_argument("--data", default=None)
+    predict.add_argument("--dialogue", required=True, help="dialogue id as in the data")
+    predict.add_argument("--json", action="store_true", help="print one JSON object")
+    predict.set_defaults(handler=command_predict)
 
     models = commands.add_parser("models", help="list registered models")
     models.set_defaults(handler=command_models)

@@ -1,0 +1,155 @@
+"""The command line end to end, on small synthetic data."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from infofusion.cli import main
+
+SMALL = ["--set", "data.dialogues={train: 12, valid: 4, test: 4}", "--set", "train.batch_size=4"]
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_models_lists_baselines(capsys):
+    code, out, _ = run_cli(capsys, "models")
+    assert code == 0
+    assert "late_fusion" in out and "bc_lstm" in out
+
+
+def test_train_evaluate_predict(tmp_path, capsys):
+    run = tmp_path / "run"
+    code, out, _ = run_cli(
+        capsys,
+        "train",
+        "--model",
+        "bc_lstm",
+        "--data",
+        "synthetic",
+        "--output",
+        str(run),
+        "--epochs",
+        "2",
+        *SMALL,
+    )
+    assert code == 0
+    printed = json.loads(out.strip().splitlines()[-1])
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert printed["test"]["acc"] == pytest.approx(metrics["test"]["acc"])
+    assert {"acc", "weighted_f1", "macro_f1", "per_class_f1", "confusion_matrix"} <= set(metrics["test"])
+    assert "dialogues" in (run / "config.yaml").read_text()
+
+    code, out, _ = run_cli(capsys, "evaluate", str(run), "--split", "test")
+    assert code == 0
+    assert json.loads(out)["acc"] == pytest.approx(metrics["test"]["acc"])
+
+    code, out, _ = run_cli(capsys, "predict", str(run), "--dialogue", "test_0001", "--json")
+    assert code == 0
+    result = json.loads(out)
+    assert result["split"] == "test" and len(result["utterances"]) >= 4
+    for row in result["utterances"]:
+        assert row["predicted"].startswith("class") and 0 < row["probability"] <= 1
+        assert sum(row["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+
+    code, _, err = run_cli(capsys, "predict", str(run), "--dialogue", "nope")
+    assert code == 2 and "nope" in err
+
+
+def test_seeds_write_summary(tmp_path, capsys):
+    code, out, _ = run_cli(
+        capsys,
+        "train",
+        "--model",
+        "late_fusion",
+        "--output",
+        str(tmp_path),
+        "--epochs",
+        "1",
+        "--seeds",
+        "1,2",
+        *SMALL,
+    )
+    assert code == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["seeds"] == [1, 2]
+    acc = summary["splits"]["test"]["acc"]
+    runs = [json.loads((tmp_path / f"seed_{s}" / "metrics.json").read_text())["test"]["acc"] for s in (1, 2)]
+    assert acc["mean"] == pytest.approx(sum(runs) / 2)
+    assert acc["std"] == pytest.approx(abs(runs[0] - runs[1]) / 2)
+    assert "± " in (tmp_path / "summary.md").read_text()
+
+
+def test_data_inspect(capsys):
+    code, out, _ = run_cli(capsys, "data", "inspect", "synthetic")
+    assert code == 0
+    summary = json.loads(out)
+    assert set(summary["splits"]) == {"train", "valid", "test"}
+    assert summary["modalities"]["audio"] == {"dim": 16, "sequence": False}
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path):
+    missing = tmp_path / "missing.pkl"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "infofusion.cli",
+            "train",
+            "--model",
+            "late_fusion",
+            "--data",
+            str(missing),
+            "--output",
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "missing.pkl" in result.stderr
+
+
+def test_unknown_model_and_bad_set(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train", "--model", "nope", "--output", str(tmp_path))
+    assert code == 2 and "nope" in err
+    code, _, err = run_cli(
+        capsys, "train", "--model", "late_fusion", "--output", str(tmp_path), "--set", "oops"
+    )
+    assert code == 2 and "key=value" in err
+    code, _, err = run_cli(
+        capsys, "train", "--model", "late_fusion", "--output", str(tmp_path), "--set", "data.modalities=t,x"
+    )
+    assert code == 2 and "modalit" in err
+
+
+def test_modality_subset_option(tmp_path, capsys):
+    code, _, _ = run_cli(
+        capsys,
+        "train",
+        "--model",
+        "late_fusion",
+        "--output",
+        str(tmp_path),
+        "--epochs",
+        "1",
+        "--set",
+        "data.modalities=t,a",
+        *SMALL,
+    )
+    assert code == 0
+    saved = (tmp_path / "config.yaml").read_text()
+    assert "- text" in saved and "- audio" in saved and "- visual" not in saved
+
+
+def test_console_script_installed():
+    script = Path(sys.executable).parent / "infofusion"
+    assert script.exists() or shutil.which("infofusion")
