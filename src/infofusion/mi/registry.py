@@ -1,0 +1,40 @@
+"""Names → estimator classes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .base import MIEstimator
+from .lower import CPC, JSD, MINE, NWJ, SMILE, BarberAgakov, InfoNCE
+from .upper import CLUB, CLUBMean, CLUBSample, L1Out
+
+ESTIMATORS: dict[str, type[MIEstimator]] = {
+    cls.name: cls
+    for cls in (MINE, NWJ, InfoNCE, CPC, JSD, SMILE, BarberAgakov, CLUB, CLUBSample, CLUBMean, L1Out)
+}
+
+
+@dataclass(frozen=True)
+class EstimatorInfo:
+    name: str
+    kind: str  # lower | upper | jsd | ba
+    description: str
+
+
+def list_estimators() -> list[EstimatorInfo]:
+    return [EstimatorInfo(name, cls.kind, cls.description) for name, cls in ESTIMATORS.items()]
+
+
+def build_estimator(
+    name: str, x_dim: int, y_dim: int, *, dtype: torch.dtype | None = None, **kwargs: Any
+) -> MIEstimator:
+    """Instantiate ``ESTIMATORS[name](x_dim, y_dim, **kwargs)``, optionally converted to ``dtype``."""
+    try:
+        cls = ESTIMATORS[name]
+    except KeyError:
+        raise ValueError(f"unknown estimator {name!r}; choose from {', '.join(ESTIMATORS)}") from None
+    estimator = cls(x_dim, y_dim, **kwargs)
+    return estimator if dtype is None else estimator.to(dtype)
