@@ -1,0 +1,109 @@
+"""Read pickles without letting them run code.
+
+A pickle can name any importable callable and call it while loading (``os.system``, ``eval``,
+``open``...). Data sets only need containers, scalars and NumPy arrays, so ``find_class`` here allows
+exactly those and refuses every other global before anything is called.
+
+Python 2 pickles (DialogueRNN-era feature files) are read with ``encoding="latin1"``: that is the
+encoding NumPy documents for the raw bytes of Python 2 arrays, and it never fails on Python 2 ``str``.
+"""
+
+from __future__ import annotations
+
+import _compat_pickle
+import importlib
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from .types import DataError
+
+_BUILTINS = (
+    "dict",
+    "list",
+    "tuple",
+    "set",
+    "frozenset",
+    "str",
+    "bytes",
+    "int",
+    "float",
+    "complex",
+    "bool",
+    "slice",
+    "range",
+    "bytearray",
+)
+
+ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
+    {("builtins", name) for name in _BUILTINS}
+    | {
+        ("collections", "OrderedDict"),
+        ("collections", "defaultdict"),
+        # Python 3 pickles of bytes at protocol < 3 are written as _codecs.encode(text, "latin1").
+        ("_codecs", "encode"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+    | {
+        (f"numpy.{core}.{module}", name)
+        for core in ("core", "_core")
+        for module, name in (
+            ("multiarray", "_reconstruct"),
+            ("multiarray", "scalar"),
+            # NumPy 2 writes contiguous arrays at protocol 5 through _frombuffer.
+            ("numeric", "_frombuffer"),
+        )
+    }
+)
+
+
+def _is_numpy_dtype_class(module: str, name: str) -> bool:
+    """``numpy.dtypes.Float32DType`` and friends: NumPy 2 pickles dtype classes by name."""
+    if module != "numpy.dtypes":
+        return False
+    candidate = getattr(np.dtypes, name, None)
+    return isinstance(candidate, type) and issubclass(candidate, np.dtype)
+
+
+def _python3_name(module: str, name: str) -> tuple[str, str]:
+    """Python 2 spellings (``__builtin__.set``, ``copy_reg``) mapped the way ``fix_imports`` does."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[(module, name)]
+    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler whose ``find_class`` only hands out containers, scalars and NumPy arrays."""
+
+    def __init__(self, file, source: str) -> None:
+        super().__init__(file, encoding="latin1")
+        self.source = source
+
+    def find_class(self, module: str, name: str) -> object:
+        module, name = _python3_name(module, name)
+        if (module, name) not in ALLOWED_GLOBALS and not _is_numpy_dtype_class(module, name):
+            raise DataError(
+                f"pickle refers to the global '{module}.{name}', which is not allowed "
+                "(only containers, scalars and NumPy arrays may be unpickled)",
+                file=self.source,
+            )
+        # numpy.core is a deprecated alias of numpy._core in NumPy 2: resolve without the warning.
+        if module.startswith("numpy.core.") and hasattr(np, "_core"):
+            module = "numpy._core." + module.removeprefix("numpy.core.")
+        return getattr(importlib.import_module(module), name)
+
+
+def safe_load(path: str | Path) -> object:
+    """Unpickle ``path`` with :class:`RestrictedUnpickler`; any failure is a :class:`DataError`."""
+    source = str(path)
+    try:
+        with open(path, "rb") as handle:
+            return RestrictedUnpickler(handle, source).load()
+    except DataError:
+        raise
+    except FileNotFoundError as error:
+        raise DataError("no such file", file=source) from error
+    except Exception as error:  # truncated or corrupt pickles raise many different types
+        raise DataError(f"cannot unpickle: {type(error).__name__}: {error}", file=source) from error
