@@ -5,10 +5,20 @@ from __future__ import annotations
 from .base import DataInfo, InfoFusionModel, ModelOutput, Stage
 from .bc_lstm import BcLSTM
 from .late_fusion import LateFusion
+from .lmf import LMF
+from .misa import MISA
+from .mmim import MMIM
+from .mult import MulT
+from .tfn import TFN
 
 MODELS: dict[str, type[InfoFusionModel]] = {
     "late_fusion": LateFusion,
     "bc_lstm": BcLSTM,
+    "mmim": MMIM,
+    "tfn": TFN,
+    "lmf": LMF,
+    "mult": MulT,
+    "misa": MISA,
 }
 
 
