@@ -19,6 +19,12 @@ def run_cli(capsys, *argv):
     return code, captured.out, captured.err
 
 
+def train_small(capsys, output, *extra, model="late_fusion"):
+    """One-epoch training on tiny synthetic data through the CLI."""
+    arguments = ["train", "--model", model, "--output", str(output), "--epochs", "1", *SMALL, *extra]
+    return run_cli(capsys, *arguments)
+
+
 def test_models_lists_baselines(capsys):
     code, out, _ = run_cli(capsys, "models")
     assert code == 0
@@ -64,19 +70,7 @@ def test_train_evaluate_predict(tmp_path, capsys):
 
 
 def test_seeds_write_summary(tmp_path, capsys):
-    code, out, _ = run_cli(
-        capsys,
-        "train",
-        "--model",
-        "late_fusion",
-        "--output",
-        str(tmp_path),
-        "--epochs",
-        "1",
-        "--seeds",
-        "1,2",
-        *SMALL,
-    )
+    code, out, _ = train_small(capsys, tmp_path, "--seeds", "1,2")
     assert code == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["seeds"] == [1, 2]
@@ -132,19 +126,7 @@ def test_unknown_model_and_bad_set(capsys, tmp_path):
 
 
 def test_modality_subset_option(tmp_path, capsys):
-    code, _, _ = run_cli(
-        capsys,
-        "train",
-        "--model",
-        "late_fusion",
-        "--output",
-        str(tmp_path),
-        "--epochs",
-        "1",
-        "--set",
-        "data.modalities=t,a",
-        *SMALL,
-    )
+    code, _, _ = train_small(capsys, tmp_path, "--set", "data.modalities=t,a")
     assert code == 0
     saved = (tmp_path / "config.yaml").read_text()
     assert "- text" in saved and "- audio" in saved and "- visual" not in saved
