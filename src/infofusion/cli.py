@@ -44,11 +44,20 @@ def build_config(args: argparse.Namespace, seed: int | None = None) -> dict:
     return resolve_config(args.model, args.config, args.overrides, extra)
 
 
-def run_training(config: dict, output: Path, resume: bool = False) -> dict:
+def run_training(config: dict, output: Path, resume: bool = False, logger: str | None = None) -> dict:
     from .trainer import Trainer
 
+    callbacks = []
+    if logger:
+        from .workflow.loggers import make_logger_callback
+
+        callbacks.append(make_logger_callback(logger, output, config))
     started = time.perf_counter()
-    metrics = Trainer(config, output).fit(resume=resume)
+    try:
+        metrics = Trainer(config, output, callbacks=callbacks).fit(resume=resume)
+    finally:
+        for callback in callbacks:
+            callback.close()
     metrics["seconds"] = round(time.perf_counter() - started, 2)
     return metrics
 
@@ -89,12 +98,15 @@ def summary_markdown(summary: dict, title: str) -> str:
 def command_train(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if not args.seeds:
-        metrics = run_training(build_config(args), output, args.resume)
+        metrics = run_training(build_config(args), output, args.resume, getattr(args, "logger", None))
         print(json.dumps({k: scalar_metrics(v) for k, v in metrics.items() if isinstance(v, dict)}))
         return 0
     seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
     per_seed = {
-        seed: run_training(build_config(args, seed), output / f"seed_{seed}", args.resume) for seed in seeds
+        seed: run_training(
+            build_config(args, seed), output / f"seed_{seed}", args.resume, getattr(args, "logger", None)
+        )
+        for seed in seeds
     }
     summary = summarise_seeds(per_seed)
     (output / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
@@ -268,12 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, default=15)
     demo.set_defaults(handler=command_demo)
 
-    try:
-        from .mi.cli import add_mi_parser
-    except ImportError:  # the MI library's CLI is optional at import time
-        pass
-    else:
-        add_mi_parser(commands)
+    from .mi.cli import add_mi_parser
+    from .workflow.cli import add_workflow_parsers
+
+    add_mi_parser(commands)
+    add_workflow_parsers(commands)
     return parser
 
 

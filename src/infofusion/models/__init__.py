@@ -6,8 +6,10 @@ from .base import DataInfo, InfoFusionModel, ModelOutput, Stage
 from .bc_lstm import BcLSTM
 from .late_fusion import LateFusion
 from .lmf import LMF
+from .mind import MInD
 from .misa import MISA
 from .mmim import MMIM
+from .mmmie import MMMIE
 from .mult import MulT
 from .tfn import TFN
 
@@ -15,10 +17,12 @@ MODELS: dict[str, type[InfoFusionModel]] = {
     "late_fusion": LateFusion,
     "bc_lstm": BcLSTM,
     "mmim": MMIM,
+    "mmmie": MMMIE,
     "tfn": TFN,
     "lmf": LMF,
     "mult": MulT,
     "misa": MISA,
+    "mind": MInD,
 }
 
 

@@ -1,0 +1,151 @@
+"""``infofusion ablate``: every setting of a grid of ``--set`` switches, over seeds, as a paper-style table.
+
+A grid file (see ``infofusion/configs/ablations/README.md``)::
+
+    settings:
+      full: []
+      w/o CPC: ["mmim.cpc=false"]
+
+Each run goes to ``DIR/<setting>/seed_<s>``. A run whose ``metrics.json`` exists is read, not retrained, so
+a rerun (after a kill, or with one more setting) only trains what is missing; a started but unfinished run
+resumes from its last checkpoint. A folder holding a run of another config is an error, never reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..cli import build_config, run_training, summarise_seeds
+from ..config import ConfigError, load_yaml, parse_override
+from . import comparable_hash, load_named_yaml, parse_seeds, safe_folder_name, setting_kind
+from .report import markdown_table, metric_columns, write_csv
+
+
+@dataclass
+class Setting:
+    name: str
+    overrides: list[str]
+
+    @property
+    def folder(self) -> str:
+        return safe_folder_name(self.name)
+
+
+def load_grid(name_or_path: str) -> tuple[list[Setting], str]:
+    """The settings of a grid file, or of a packaged grid (``mmmie_table5``), in file order."""
+    raw, source = load_named_yaml(name_or_path, "ablations", "grid")
+    settings = raw.get("settings")
+    if not isinstance(settings, dict) or not settings:
+        raise ConfigError(
+            f"grid {source}: expected 'settings: {{name: [\"key=value\", ...]}}' with a setting"
+        )
+    grid = []
+    for name, overrides in settings.items():
+        overrides = [] if overrides is None else overrides
+        if not isinstance(overrides, list) or not all(isinstance(o, str) and "=" in o for o in overrides):
+            raise ConfigError(f"grid {source}: setting {name!r} must be a list of 'key=value' strings")
+        grid.append(Setting(str(name), list(overrides)))
+    folders = [setting.folder for setting in grid]
+    clashing = sorted({folder for folder in folders if folders.count(folder) > 1})
+    if clashing:
+        raise ConfigError(f"grid {source}: setting names map to the same folder: {', '.join(clashing)}")
+    return grid, source
+
+
+def check_setting_keys(settings: list[Setting], base: dict) -> None:
+    """A mistyped switch would silently ablate nothing: every key must exist in the model's config.
+
+    Keys under ``data`` are exempt: data options pass through to the loaders (e.g. synthetic ``frames``).
+    """
+    for setting in settings:
+        for assignment in setting.overrides:
+            key = ".".join(parse_override(assignment)[0])
+            if not key.startswith("data.") and setting_kind(base, key) != "setting":
+                raise ConfigError(
+                    f"grid setting {setting.name!r}: {key} is not a setting of {base['model_name']}'s config"
+                )
+
+
+def finished_metrics(run_dir: Path, config: dict) -> dict | None:
+    """The metrics of a finished run of exactly ``config`` in ``run_dir``; None when it must (re)train."""
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.exists():
+        return None
+    saved = load_yaml(saved_path)
+    if comparable_hash(saved) != comparable_hash(config) or saved.get("seed") != config.get("seed"):
+        raise ConfigError(
+            f"{run_dir} holds a run of another config (grid, --set, --config, --data or --epochs changed); "
+            "use another --output or delete that folder"
+        )
+    metrics_path = run_dir / "metrics.json"
+    return json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.exists() else None
+
+
+def run_setting(
+    args: argparse.Namespace, setting: Setting, seeds: list[int], output: Path
+) -> dict[int, dict]:
+    # The setting's switches come after the user's --set, so the grid decides what it ablates.
+    setting_args = argparse.Namespace(**{**vars(args), "overrides": [*args.overrides, *setting.overrides]})
+    per_seed = {}
+    for seed in seeds:
+        config = build_config(setting_args, seed)
+        run_dir = output / setting.folder / f"seed_{seed}"
+        metrics = finished_metrics(run_dir, config)
+        if metrics is None:
+            print(f"== {setting.name}, seed {seed}: training in {run_dir} ==", flush=True)
+            metrics = run_training(config, run_dir, resume=True)
+        else:
+            print(f"== {setting.name}, seed {seed}: reusing {run_dir} ==", flush=True)
+        per_seed[seed] = metrics
+    return per_seed
+
+
+def ablation_table(settings: list[Setting], summaries: list[dict], per_seed_runs: list[dict]) -> tuple:
+    """Markdown rows (``mean ± std``) and CSV rows (separate numbers) with rows = settings."""
+    columns = metric_columns([metrics for runs in per_seed_runs for metrics in runs.values()])
+    header = ["setting", "seeds", *(f"{split} {name}" for split, name in columns)]
+    csv_header = ["setting", "overrides", "seeds"]
+    csv_header += [f"{split}_{name}_{stat}" for split, name in columns for stat in ("mean", "std")]
+    rows, csv_rows = [], []
+    for setting, summary in zip(settings, summaries, strict=True):
+        stats = [summary["splits"].get(split, {}).get(name) for split, name in columns]
+        rows.append(
+            [setting.name, str(len(summary["seeds"]))]
+            + [f"{s['mean']:.4f} ± {s['std']:.4f}" if s else "" for s in stats]
+        )
+        csv_rows.append(
+            [setting.name, " ".join(setting.overrides), ";".join(map(str, summary["seeds"]))]
+            + [s[stat] if s else "" for s in stats for stat in ("mean", "std")]
+        )
+    return header, rows, csv_header, csv_rows
+
+
+def command_ablate(args: argparse.Namespace) -> int:
+    settings, source = load_grid(args.grid)
+    seeds = parse_seeds(args.seeds)
+    check_setting_keys(settings, build_config(args))
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    per_seed_runs = [run_setting(args, setting, seeds, output) for setting in settings]
+    summaries = [summarise_seeds(runs) for runs in per_seed_runs]
+    header, rows, csv_header, csv_rows = ablation_table(settings, summaries, per_seed_runs)
+    title = f"Ablation of {args.model} on {args.data or 'synthetic'} ({source}, seeds {seeds})"
+    table = markdown_table(header, rows)
+    (output / "ablation.md").write_text(
+        f"# {title}\n\nmean ± std (population) over seeds; selection on validation.\n\n{table}",
+        encoding="utf-8",
+    )
+    write_csv(output / "ablation.csv", csv_header, csv_rows)
+    summary = {
+        "grid": source,
+        "seeds": seeds,
+        "settings": {
+            s.name: {"overrides": s.overrides, **sm} for s, sm in zip(settings, summaries, strict=True)
+        },
+    }
+    (output / "ablation.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    print(f"\n{title}\n\n{table}", end="")
+    return 0

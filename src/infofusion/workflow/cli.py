@@ -1,0 +1,109 @@
+"""The workflow subcommands of ``infofusion``: ``ablate``, ``sweep``, ``report`` and ``plot``.
+
+The main CLI calls :func:`add_workflow_parsers` with its subparsers object; every leaf command sets
+``handler`` (a function of the parsed arguments returning an exit code). Heavy imports (torch, Optuna,
+matplotlib) happen only when a command runs. Bad input raises ``ConfigError`` or ``DataError``, which the
+main CLI prints as one line with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from . import PLOT_KINDS
+
+
+def _at_least_one(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
+def _experiment_arguments(parser: argparse.ArgumentParser) -> None:
+    """What decides the runs of an experiment: the same meaning as for ``infofusion train``."""
+    parser.add_argument("--model", required=True, help="registered model name")
+    parser.add_argument("--data", default=None, help="synthetic (default) | FILE.pkl | DIR of dialogue CSVs")
+    parser.add_argument("--output", required=True, help="experiment folder (rerun it to resume)")
+    parser.add_argument("--epochs", type=_at_least_one, default=None, help="epochs of every run")
+    parser.add_argument("--config", default=None, help="YAML merged over the model's defaults for every run")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="for every run"
+    )
+
+
+def command_ablate(args: argparse.Namespace) -> int:
+    from .ablate import command_ablate as run
+
+    return run(args)
+
+
+def command_sweep(args: argparse.Namespace) -> int:
+    from .sweep import command_sweep as run
+
+    return run(args)
+
+
+def command_report(args: argparse.Namespace) -> int:
+    from .report import command_report as run
+
+    return run(Path(args.runs_dir))
+
+
+def command_plot(args: argparse.Namespace) -> int:
+    from .plots import plot
+
+    output = Path(args.output) if args.output else None
+    print(plot(Path(args.run_dir), args.kind, args.data, args.split, output))
+    return 0
+
+
+def add_workflow_parsers(commands: argparse._SubParsersAction) -> None:
+    ablate = commands.add_parser(
+        "ablate",
+        help="run every setting of an ablation grid over seeds; paper-style table",
+        description="Runs go to OUTPUT/<setting>/seed_<s>; finished runs are reused on a rerun.",
+    )
+    _experiment_arguments(ablate)
+    ablate.add_argument(
+        "--grid",
+        required=True,
+        help="grid YAML file, or a packaged grid name (e.g. modalities, mmmie_table5)",
+    )
+    ablate.add_argument(
+        "--seeds", default="3", help="N for seeds 1..N, or a comma list such as 1,2,7 (default 3)"
+    )
+    ablate.set_defaults(handler=command_ablate, seed=None)
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="Optuna hyper-parameter search on the validation split",
+        description="TPE sampling, median pruning on validation curves; OUTPUT/study.db resumes.",
+    )
+    _experiment_arguments(sweep)
+    sweep.add_argument(
+        "--space", default=None, help="search space YAML, or a packaged name (default: the model's)"
+    )
+    sweep.add_argument("--trials", type=_at_least_one, required=True, help="total trials wanted in the study")
+    sweep.add_argument("--seed", type=int, default=None, help="training seed of every trial")
+    sweep.add_argument("--sampler-seed", type=int, default=0, help="seed of the TPE sampler")
+    sweep.add_argument("--prune-startup", type=int, default=3, help="trials before pruning starts")
+    sweep.add_argument(
+        "--prune-warmup", type=int, default=1, help="epochs of a trial before it can be pruned"
+    )
+    sweep.add_argument("--no-prune", action="store_true", help="never prune a trial")
+    sweep.set_defaults(handler=command_sweep)
+
+    report = commands.add_parser("report", help="one table (markdown and CSV) of every run under a folder")
+    report.add_argument("runs_dir")
+    report.set_defaults(handler=command_report)
+
+    plot = commands.add_parser("plot", help=f"PNG figures of a run: {', '.join(PLOT_KINDS)}")
+    plot.add_argument("run_dir")
+    plot.add_argument("kind", nargs="?", default="curves", choices=PLOT_KINDS)
+    plot.add_argument("--data", default=None, help="other data for tsne (default: the run's)")
+    plot.add_argument(
+        "--split", default=None, help="confusion/tsne split (default: test if present, else valid)"
+    )
+    plot.add_argument("--output", default=None, help="PNG path (default: RUN_DIR/<kind>[_<split>].png)")
+    plot.set_defaults(handler=command_plot)

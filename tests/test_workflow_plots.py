@@ -1,0 +1,110 @@
+"""``infofusion plot``: real PNG files, and figures with the expected axes, titles and legends."""
+
+import sys
+
+import pytest
+
+from infofusion.cli import main
+from infofusion.workflow import plots
+from test_cli import SMALL, run_cli
+
+FAST = [*SMALL, "--set", "train.threads=1"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """An MMIM run (it logs MI estimates), a plain late-fusion run and a regression run."""
+    root = tmp_path_factory.mktemp("plot_runs")
+    trainings = {
+        "mmim": ["--model", "mmim", "--epochs", "2"],
+        "plain": ["--model", "late_fusion", "--epochs", "1"],
+        "regression": ["--model", "late_fusion", "--epochs", "1", "--set", "data.task=regression"],
+    }
+    for name, arguments in trainings.items():
+        assert main(["train", *arguments, "--output", str(root / name), *FAST]) == 0
+    return root
+
+
+def axis_texts(figure):
+    return [(axis.get_title(), axis.get_xlabel(), axis.get_ylabel()) for axis in figure.axes]
+
+
+def assert_png(path):
+    assert path.exists() and path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 5000
+
+
+@pytest.mark.parametrize("kind", ["curves", "mi", "confusion", "tsne"])
+def test_every_kind_writes_a_png(runs, capsys, kind):
+    code, out, _ = run_cli(capsys, "plot", str(runs / "mmim"), kind)
+    assert code == 0
+    assert_png(runs / "mmim" / out.strip().rsplit("/", 1)[-1])
+    target = runs / f"{kind}_elsewhere.png"
+    code, _, _ = run_cli(
+        capsys, "plot", str(runs / "mmim"), kind, "--output", str(target), "--split", "valid"
+    )
+    assert code == 0
+    assert_png(target)
+
+
+def test_curves_figure_axes(runs):
+    figure = plots.curves_figure(runs / "mmim")
+    titles = axis_texts(figure)
+    assert titles[0] == ("Training loss", "epoch", "mean loss per batch")
+    assert titles[1][0] == "Auxiliary training terms"  # MMIM's CPC and MMILB terms
+    assert titles[-1] == ("Validation weighted_f1 (model selection)", "epoch", "weighted_f1")
+    legend = [text.get_text() for text in figure.axes[1].get_legend().get_texts()]
+    assert {"cpc", "likelihood", "entropy"} <= set(legend)
+    assert "mmim on synthetic" in figure.get_suptitle()
+    assert len(plots.curves_figure(runs / "plain").axes) == 2  # no auxiliary terms, no empty panel
+
+
+def test_mi_figure_one_panel_per_estimator(runs):
+    figure = plots.mi_figure(runs / "mmim")
+    assert [axis.get_title() for axis in figure.axes] == ["CPC estimates", "LIKELIHOOD estimates"]
+    assert all(axis.get_xlabel() == "epoch" and "nats" in axis.get_ylabel() for axis in figure.axes)
+    assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == ["text", "audio", "visual"]
+    assert plots.estimator_and_pair("mine/text-audio") == ("mine", "text-audio")
+    assert plots.estimator_and_pair("club/text") == ("club", "text")
+
+
+def test_mi_of_a_run_without_estimates_is_a_clear_error(runs, capsys):
+    code, _, err = run_cli(capsys, "plot", str(runs / "plain"), "mi")
+    assert code == 2 and "no MI estimates" in err and len(err.strip().splitlines()) == 1
+
+
+def test_confusion_figure_names_classes(runs):
+    figure = plots.confusion_figure(runs / "mmim")
+    axis = figure.axes[0]
+    assert axis.get_xlabel() == "predicted class" and axis.get_ylabel() == "true class"
+    assert "test split" in axis.get_title() and "row-normalised" in axis.get_title()
+    assert [t.get_text() for t in axis.get_xticklabels()] == ["class0", "class1", "class2", "class3"]
+    assert figure.axes[1].get_ylabel() == "fraction of the true class"  # the colour bar
+    assert len(axis.texts) == 16  # every cell annotated with its count
+    assert "valid split" in plots.confusion_figure(runs / "mmim", "valid").axes[0].get_title()
+    with pytest.raises(plots.DataError, match="regression"):
+        plots.confusion_figure(runs / "regression")
+
+
+def test_tsne_figure_of_fused_representations(runs):
+    figure = plots.tsne_figure(runs / "plain", None, "valid")
+    axis = figure.axes[0]
+    assert (axis.get_xlabel(), axis.get_ylabel()) == ("t-SNE 1", "t-SNE 2")
+    assert "fused representation, valid split" in axis.get_title()
+    assert axis.get_legend().get_title().get_text() == "true class"
+    regression = plots.tsne_figure(runs / "regression", None, "test")
+    assert regression.axes[1].get_ylabel() == "true label"  # a colour bar instead of a class legend
+    with pytest.raises(plots.DataError, match="nope"):
+        plots.tsne_figure(runs / "plain", None, "nope")
+
+
+def test_tsne_falls_back_when_the_codes_module_is_absent(runs, monkeypatch):
+    monkeypatch.setattr(plots, "has_component_codes", lambda run_dir: True)
+    monkeypatch.setitem(sys.modules, "infofusion.tsne", None)  # import fails as if the file were missing
+    output = plots.plot(runs / "plain", "tsne", None, "valid", runs / "fallback.png")
+    assert_png(output)
+
+
+def test_plot_of_a_folder_that_is_not_a_run(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "plot", str(tmp_path), "curves")
+    assert code == 2 and "not a run folder" in err
