@@ -13,6 +13,7 @@ from infofusion.data import load_dataset
 from infofusion.data.batching import DialogueLoader, as_utterance_dialogues
 from infofusion.data.synthetic import make_synthetic
 from infofusion.models import DataInfo, build_model
+from stage_steps import changed_since, main_optimizer, snapshot, take_main_step, take_stage_step
 
 SMALL = {"dialogues": {"train": 6, "valid": 3, "test": 3}, "max_utterances": 6}
 TOKEN_LENGTH = 8
@@ -39,37 +40,6 @@ def model_and_batch(data_options=None, *overrides, data=None):
     torch.manual_seed(0)
     model = build_model("mmim", DataInfo.from_dataset(data), config(*overrides))
     return model, first_batch(data)
-
-
-def main_optimizer(model):
-    return torch.optim.Adam(model.parameter_groups(model.config["train"]))
-
-
-def take_stage_step(model, batch):
-    stage = model.auxiliary_stages()[0]
-    optimizer = torch.optim.Adam(stage.parameters, lr=stage.lr)
-    optimizer.zero_grad()
-    loss = stage.loss(batch)
-    loss.backward()
-    optimizer.step()
-    return loss
-
-
-def take_main_step(model, batch, optimizer=None):
-    optimizer = optimizer or main_optimizer(model)
-    model.zero_grad(set_to_none=True)
-    loss, terms = model.training_loss(batch)
-    loss.backward()
-    optimizer.step()
-    return loss, terms
-
-
-def snapshot(model):
-    return {name: p.detach().clone() for name, p in model.named_parameters()}
-
-
-def changed_since(model, before):
-    return {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
 
 
 # -- a tiny BERT, so the transformer path is tested without the real MiniLM --------------------------

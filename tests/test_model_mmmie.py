@@ -13,6 +13,7 @@ from infofusion.data.batching import DialogueLoader
 from infofusion.data.synthetic import make_synthetic
 from infofusion.models import DataInfo, build_model
 from infofusion.trainer import Trainer
+from stage_steps import changed_since, snapshot, take_main_step, take_stage_step
 
 SMALL = {"dialogues": {"train": 8, "valid": 4, "test": 4}, "max_utterances": 6}
 PAIRS = {"text-audio", "text-visual", "audio-visual"}
@@ -42,33 +43,6 @@ def predictions(model, batch):
     model.eval()
     with torch.no_grad():
         return model(batch).predictions
-
-
-def take_main_step(model, batch):
-    optimizer = torch.optim.Adam(model.parameter_groups(model.config["train"]))
-    model.zero_grad(set_to_none=True)
-    loss, terms = model.training_loss(batch)
-    loss.backward()
-    optimizer.step()
-    return loss, terms
-
-
-def take_stage_step(model, batch):
-    (stage,) = model.auxiliary_stages()
-    optimizer = torch.optim.Adam(stage.parameters, lr=stage.lr)
-    optimizer.zero_grad()
-    loss = stage.loss(batch)
-    loss.backward()
-    optimizer.step()
-    return loss
-
-
-def snapshot(model):
-    return {name: p.detach().clone() for name, p in model.named_parameters()}
-
-
-def changed_since(model, before):
-    return {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
 
 
 # -- shapes in every layout -----------------------------------------------------------------------------
@@ -218,6 +192,7 @@ def test_mi_terms_reach_the_encoders():
 
 def test_each_stage_updates_exactly_its_own_parameters():
     model, batch = model_and_batch()
+    assert len(model.auxiliary_stages()) == 1  # one stage trains every estimator network
     estimators = {n for n, _ in model.named_parameters() if n.startswith(("mine.", "club."))}
     main_ids = {id(p) for group in model.parameter_groups(model.config["train"]) for p in group["params"]}
     main = {name for name, p in model.named_parameters() if id(p) in main_ids}
