@@ -76,3 +76,15 @@ def test_record_scalars_flattens_numbers_only():
 def test_unknown_logger_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="tensorboard or mlflow"):
         make_logger_callback("wandb", tmp_path, {})
+
+
+def test_train_command_takes_the_logger_option(tmp_path, capsys):
+    from infofusion.cli import main
+
+    output = tmp_path / "run"
+    arguments = ["train", "--model", "late_fusion", "--epochs", "2", "--set", "train.threads=1"]
+    assert main([*arguments, "--logger", "tensorboard", "--output", str(output)]) == 0
+    assert list((output / "tensorboard").glob("events.out.tfevents.*"))
+    with pytest.raises(SystemExit):
+        main([*arguments, "--logger", "wandb", "--output", str(tmp_path / "other")])
+    assert "invalid choice: 'wandb'" in capsys.readouterr().err

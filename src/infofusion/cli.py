@@ -30,6 +30,12 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume", action="store_true", help="continue a killed run from its last checkpoint"
     )
+    parser.add_argument(
+        "--logger",
+        choices=("tensorboard", "mlflow"),
+        default=None,
+        help="also log every epoch to TensorBoard (RUN/tensorboard) or MLflow (local store RUN/mlflow.db)",
+    )
 
 
 def build_config(args: argparse.Namespace, seed: int | None = None) -> dict:
@@ -96,18 +102,23 @@ def summary_markdown(summary: dict, title: str) -> str:
 
 
 def command_train(args: argparse.Namespace) -> int:
+    from .distributed import DistributedContext
+
     output = Path(args.output)
+    # Under torchrun every process trains; rank 0 alone prints and writes the summaries.
+    is_main = DistributedContext.from_environment().is_main
     if not args.seeds:
-        metrics = run_training(build_config(args), output, args.resume, getattr(args, "logger", None))
-        print(json.dumps({k: scalar_metrics(v) for k, v in metrics.items() if isinstance(v, dict)}))
+        metrics = run_training(build_config(args), output, args.resume, args.logger)
+        if is_main:
+            print(json.dumps({k: scalar_metrics(v) for k, v in metrics.items() if isinstance(v, dict)}))
         return 0
     seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
     per_seed = {
-        seed: run_training(
-            build_config(args, seed), output / f"seed_{seed}", args.resume, getattr(args, "logger", None)
-        )
+        seed: run_training(build_config(args, seed), output / f"seed_{seed}", args.resume, args.logger)
         for seed in seeds
     }
+    if not is_main:
+        return 0
     summary = summarise_seeds(per_seed)
     (output / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     (output / "summary.md").write_text(
@@ -244,6 +255,16 @@ def command_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _leave_process_group() -> None:
+    """Under torchrun the trainer joined a process group; leave it cleanly before the process exits."""
+    if "torch" not in sys.modules:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="infofusion", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -298,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     except UnknownModelError as error:
         print(f"error: {error.args[0]}", file=sys.stderr)
         return 2
+    finally:
+        _leave_process_group()
 
 
 if __name__ == "__main__":

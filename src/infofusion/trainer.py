@@ -25,6 +25,7 @@ from .config import config_hash
 from .data import load_dataset
 from .data.batching import Batch, DialogueLoader, as_utterance_dialogues
 from .data.types import Dataset
+from .distributed import DistributedContext, wrap_for_training
 from .metrics import classification_metrics, default_selection_metric, is_improvement, regression_metrics
 from .models import DataInfo, InfoFusionModel, build_model, get_model_class
 from .runinfo import run_information
@@ -93,7 +94,11 @@ class Trainer:
         self.output = Path(output_dir)
         self.output.mkdir(parents=True, exist_ok=True)
         self.callbacks = list(callbacks or [])
+        # Under torchrun every process trains; only rank 0 writes files and prints.
+        self.distributed = DistributedContext.from_environment()
         self.echo = echo or (lambda message: print(message, flush=True))
+        if not self.distributed.is_main:
+            self.echo = lambda _: None
         threads = int(self.train_config.get("threads") or 0)
         if threads > 0:
             torch.set_num_threads(threads)
@@ -105,10 +110,14 @@ class Trainer:
         self.info = info if info is not None else DataInfo.from_dataset(self.dataset)
         model_class = get_model_class(config["model_name"])
         self.model: InfoFusionModel = build_model(config["model_name"], self.info, config)
-        self.device = torch.device(
-            self.train_config.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
-        )
+        self.device = self.distributed.device(self.train_config.get("device"))
+        self.distributed.join(self.device)
         self.model.to(self.device)
+        self.loss_module = wrap_for_training(self.model, self.distributed, self.device)
+        if self.distributed.enabled:
+            # Same initial weights everywhere (DDP broadcasts them); different dropout and modality
+            # dropout draws per process, as with independent workers.
+            torch.manual_seed(self.seed + 1000 * self.distributed.rank)
 
         self.stages = self.model.auxiliary_stages()
         self.stage_optimizers = [
@@ -146,6 +155,9 @@ class Trainer:
             self.info.speaker_vocabulary,
             shuffle=shuffle,
             seed=self.seed,
+            # Each process trains on its own shard; evaluation splits are read whole by every process.
+            num_shards=self.distributed.world_size if shuffle else 1,
+            shard=self.distributed.rank if shuffle else 0,
         )
 
     def loader(self, split: str) -> DialogueLoader:
@@ -188,6 +200,7 @@ class Trainer:
                 optimizer.zero_grad(set_to_none=True)
                 stage_loss = stage.loss(batch)
                 stage_loss.backward()
+                self.distributed.average_gradients(stage.parameters)
                 if clip > 0:
                     torch.nn.utils.clip_grad_norm_(stage.parameters, clip)
                 optimizer.step()
@@ -196,7 +209,7 @@ class Trainer:
                 )
             # Zero every gradient: the main loss also reaches stage parameters, which must not keep them.
             self.model.zero_grad(set_to_none=True)
-            loss, terms = self.model.training_loss(batch)
+            loss, terms = self.loss_module(batch)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite training loss at epoch {epoch}: {terms}")
             loss.backward()
@@ -208,7 +221,8 @@ class Trainer:
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + float(value)
             batches += 1
-        return {name: total / max(batches, 1) for name, total in sums.items()}
+        averages = {name: total / max(batches, 1) for name, total in sums.items()}
+        return self.distributed.average_scalars(averages)
 
     @torch.no_grad()
     def predict(self, split: str) -> dict[str, np.ndarray]:
@@ -279,10 +293,12 @@ class Trainer:
         if resume and self.last_path.exists():
             start_epoch, best, bad_epochs, finished = self._restore()
             self.echo(f"resuming from epoch {start_epoch}")
-        self._truncate_history(start_epoch)
-        if start_epoch == 0:
-            self.history_path.write_text("", encoding="utf-8")
-        self._write_run_files()
+        writer = self.distributed.is_main
+        if writer:
+            self._truncate_history(start_epoch)
+            if start_epoch == 0:
+                self.history_path.write_text("", encoding="utf-8")
+            self._write_run_files()
 
         epochs = int(self.train_config["epochs"])
         patience = int(self.train_config.get("patience") or epochs)
@@ -296,6 +312,7 @@ class Trainer:
             improved = is_improvement(self.select_metric, score, best)
             if improved:
                 best, bad_epochs = score, 0
+            if improved and writer:
                 atomic_torch_save(
                     {
                         "model": self.model.state_dict(),
@@ -305,7 +322,7 @@ class Trainer:
                     },
                     self.best_path,
                 )
-            else:
+            if not improved:
                 bad_epochs += 1
             finished = bad_epochs >= patience or epoch + 1 >= epochs
             record = {
@@ -316,12 +333,13 @@ class Trainer:
                 "select": {self.select_metric: score, "best": best, "improved": improved},
                 "diagnostics": self.model.epoch_diagnostics(self.loaders["valid"]),
             }
-            with self.history_path.open("a", encoding="utf-8") as history:
-                history.write(json.dumps(record) + "\n")
-            atomic_torch_save(self._checkpoint(epoch, best, bad_epochs, finished), self.last_path)
-            self._report_epoch(record, epochs)
-            for callback in self.callbacks:
-                callback(record)
+            if writer:
+                with self.history_path.open("a", encoding="utf-8") as history:
+                    history.write(json.dumps(record) + "\n")
+                atomic_torch_save(self._checkpoint(epoch, best, bad_epochs, finished), self.last_path)
+                self._report_epoch(record, epochs)
+                for callback in self.callbacks:
+                    callback(record)
             if kill_after is not None and int(kill_after) == epoch:
                 os._exit(137)
             epoch += 1
@@ -334,11 +352,13 @@ class Trainer:
         return int(state["epoch"])
 
     def finish(self) -> dict:
+        self.distributed.barrier()  # rank 0 has written best.pt before anyone reads it
         best_epoch = self.load_best()
         metrics = {"valid": self.evaluate("valid"), "best_epoch": best_epoch}
         if "test" in self.dataset.splits and self.dataset.splits["test"]:
             metrics["test"] = self.evaluate("test")
-        atomic_write_text(self.output / "metrics.json", json.dumps(metrics, indent=2))
+        if self.distributed.is_main:
+            atomic_write_text(self.output / "metrics.json", json.dumps(metrics, indent=2))
         return metrics
 
     def _write_run_files(self) -> None:

@@ -145,7 +145,11 @@ class DialogueLoader:
         vocabulary: dict[str, int],
         shuffle: bool = False,
         seed: int = 0,
+        num_shards: int = 1,
+        shard: int = 0,
     ) -> None:
+        if not 0 <= shard < num_shards:
+            raise ValueError(f"shard {shard} out of range for {num_shards} shards")
         self.dialogues = list(dialogues)
         self.batch_size = max(1, int(batch_size))
         self.modalities = list(modalities)
@@ -153,18 +157,34 @@ class DialogueLoader:
         self.vocabulary = vocabulary
         self.shuffle = shuffle
         self.seed = seed
+        self.num_shards = num_shards
+        self.shard = shard
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return (len(self.dialogues) + self.batch_size - 1) // self.batch_size
+        per_shard = -(-len(self.dialogues) // self.num_shards)
+        return (per_shard + self.batch_size - 1) // self.batch_size
 
-    def __iter__(self) -> Iterator[Batch]:
+    def order(self) -> np.ndarray:
+        """This shard's dialogue indices for the current epoch.
+
+        Every shard permutes with the same ``(seed, epoch)`` and takes every ``num_shards``-th index; the
+        permutation is padded with its own first indices so all shards have as many batches, which
+        distributed data parallelism needs (each step is a collective).
+        """
         order = np.arange(len(self.dialogues))
         if self.shuffle:
             order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.dialogues))
+        if self.num_shards > 1:
+            padding = (-len(order)) % self.num_shards
+            order = np.concatenate([order, order[:padding]])[self.shard :: self.num_shards]
+        return order
+
+    def __iter__(self) -> Iterator[Batch]:
+        order = self.order()
         for start in range(0, len(order), self.batch_size):
             chosen = [self.dialogues[i] for i in order[start : start + self.batch_size]]
             yield collate(chosen, self.modalities, self.task, self.vocabulary)

@@ -92,6 +92,14 @@ def add_workflow_parsers(commands: argparse._SubParsersAction) -> None:
         "--prune-warmup", type=int, default=1, help="epochs of a trial before it can be pruned"
     )
     sweep.add_argument("--no-prune", action="store_true", help="never prune a trial")
+    sweep.add_argument(
+        "--backend",
+        choices=("optuna", "ray"),
+        default="optuna",
+        help="optuna: trials in this process, study in OUTPUT/study.db; ray: Ray Tune's Optuna search",
+    )
+    sweep.add_argument("--ray-address", default=None, help="join a Ray cluster (auto, ray://HOST:PORT)")
+    sweep.add_argument("--ray-cpus", type=_at_least_one, default=2, help="CPUs of a local Ray instance")
     sweep.set_defaults(handler=command_sweep)
 
     report = commands.add_parser("report", help="one table (markdown and CSV) of every run under a folder")

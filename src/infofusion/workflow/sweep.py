@@ -235,6 +235,10 @@ def command_sweep(args: argparse.Namespace) -> int:
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     sweep = Sweep(args, space, output)
+    if getattr(args, "backend", "optuna") == "ray":
+        from .ray_sweep import run_ray_sweep
+
+        return run_ray_sweep(sweep, source, args)
     pruner = (
         optuna.pruners.NopPruner()
         if args.no_prune
@@ -260,19 +264,27 @@ def command_sweep(args: argparse.Namespace) -> int:
         print("no trial completed; no best.yaml written")
         return 1
     best = study.best_trial
-    best_config = trial_config(sweep.base, best.params)
+    trials = [
+        {"number": t.number, "state": t.state.name, "value": t.value, "params": t.params, **t.user_attrs}
+        for t in study.trials
+    ]
+    write_best(sweep, source, {"trial": best.number, "value": best.value, "params": best.params}, trials)
+    return 0
+
+
+def write_best(sweep: Sweep, source: str, best: dict, trials: list[dict]) -> None:
+    """``best.yaml`` (the full config of the best trial) and ``sweep.json``, for either backend."""
+    best_config = trial_config(sweep.base, best["params"])
+    output = sweep.output
     (output / "best.yaml").write_text(yaml.safe_dump(best_config, sort_keys=False), encoding="utf-8")
     summary = {
         "metric": sweep.metric,
         "direction": sweep.direction,
         "space": source,
-        "best": {"trial": best.number, "value": best.value, "params": best.params},
-        "trials": [
-            {"number": t.number, "state": t.state.name, "value": t.value, "params": t.params, **t.user_attrs}
-            for t in study.trials
-        ],
+        "best": best,
+        "trials": trials,
     }
-    (output / "sweep.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    print(f"best trial {best.number}: valid {sweep.metric} {best.value:.4f} with {best.params}")
-    print(f"train it: infofusion train --model {args.model} --config {output / 'best.yaml'} --output NEWDIR")
-    return 0
+    (output / "sweep.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    print(f"best trial {best['trial']}: valid {sweep.metric} {best['value']:.4f} with {best['params']}")
+    model = sweep.base["model_name"]
+    print(f"train it: infofusion train --model {model} --config {output / 'best.yaml'} --output NEWDIR")
