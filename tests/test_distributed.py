@@ -60,15 +60,16 @@ def test_context_outside_torchrun_is_a_single_process(monkeypatch):
     assert not dist.is_initialized()
 
 
-def test_two_processes_keep_identical_weights_on_disjoint_shards(tmp_path):
-    result = torchrun(str(HERE / "ddp_worker.py"), str(tmp_path), "mmim")
+@pytest.mark.parametrize("model", ["mmim", "mmmie"])  # utterance / dialogue units, both with MI stages
+def test_two_processes_keep_identical_weights_on_disjoint_shards(tmp_path, model):
+    result = torchrun(str(HERE / "ddp_worker.py"), str(tmp_path), model)
     assert result.returncode == 0, result.stderr[-3000:]
     reports = [json.loads((tmp_path / f"rank_{rank}.json").read_text()) for rank in (0, 1)]
     assert all(report["world_size"] == 2 for report in reports)
     # DDP averaged the main step and the trainer averaged the MI estimator stage: the same weights.
     assert reports[0]["weights"] == reports[1]["weights"]
     assert reports[0]["valid_acc"] == reports[1]["valid_acc"]
-    units = reports[0]["units"]  # MMIM trains on utterances: the units the processes share out
+    units = reports[0]["units"]  # utterances (MMIM) or dialogues (MMMIE): what the processes share out
     per_process = -(-units // 2)
     assert reports[0]["batches"] == reports[1]["batches"] == -(-per_process // 4)
     for epoch in (0, 1):

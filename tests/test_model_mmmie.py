@@ -314,3 +314,39 @@ def test_ablation_grids_only_set_existing_options(grid):
             assert key in defaults[section], (name, override)
         resolve_config("mmmie", None, overrides)  # modality lists are valid
         assert changed is not None
+
+
+@pytest.mark.parametrize("model_name", ["mmmie", "mmim"])
+def test_main_step_reuses_the_stage_forward_pass_with_the_same_result(model_name):
+    """The estimator stage changes estimator parameters only, so the main loss may reuse its encoder pass:
+    one encode per training step, and the same loss and encoder gradients as a fresh pass (no dropout)."""
+    data = make_synthetic(SMALL)
+    torch.manual_seed(0)
+    settings = resolve_config(model_name, None, ["model.dropout=0.0", "train.batch_size=4"])
+    model = build_model(model_name, DataInfo.from_dataset(data), settings)
+    batch = first_batch(data)
+    model.train()
+    calls = []
+    real_encode = model.encode
+
+    def counted_encode(b):
+        calls.append(b)
+        return real_encode(b)
+
+    model.encode = counted_encode
+    take_stage_step(model, batch)
+    model.zero_grad(set_to_none=True)
+    shared_loss, _ = model.training_loss(batch)
+    shared_loss.backward()
+    shared_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    assert len(calls) == 1  # the stage's pass, reused by the main loss
+
+    model.zero_grad(set_to_none=True)
+    model.eval()
+    model.train()  # MMIM: back to training empties the entropy memory the first loss filled
+    fresh_loss, _ = model.training_loss(batch)  # nothing kept any more: encodes again
+    fresh_loss.backward()
+    assert len(calls) == 2
+    assert float(shared_loss) == pytest.approx(float(fresh_loss), abs=1e-5)
+    for name, grad in shared_grads.items():
+        assert torch.allclose(grad, model.get_parameter(name).grad, atol=1e-5), name

@@ -84,6 +84,27 @@ class InfoFusionModel(nn.Module):
         self.info = info
         self.config = config
         self.hparams: dict[str, Any] = {**section(config, "model"), **section(config, self.name)}
+        self._step_encoding: tuple[Batch, Any] | None = None
+
+    # -- one encoder pass per training step ---------------------------------------------------------
+    def encode_for_stage(self, batch: Batch, encode: Callable[[Batch], Any]) -> Any:
+        """Encode a training batch for an auxiliary stage and keep the result for the main loss.
+
+        A stage's optimiser changes only its own parameters (estimator networks), so the encoders are the
+        same when the main step runs next: it reuses this forward pass and its autograd graph
+        (:meth:`encoding_for_main`) instead of encoding the batch a second time. The stage must detach
+        what it uses, so its backward pass leaves the graph for the main loss.
+        """
+        encoded = encode(batch)
+        self._step_encoding = (batch, encoded) if self.training and torch.is_grad_enabled() else None
+        return encoded
+
+    def encoding_for_main(self, batch: Batch, encode: Callable[[Batch], Any]) -> Any:
+        """The stage's encoding of this very batch (once), or a fresh forward pass."""
+        kept, self._step_encoding = self._step_encoding, None
+        if kept is not None and kept[0] is batch and self.training:
+            return kept[1]
+        return encode(batch)
 
     def forward(self, batch: Batch) -> ModelOutput:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -222,7 +222,9 @@ class MMIM(InfoFusionModel):
         return encoded
 
     def forward(self, batch: Batch) -> ModelOutput:
-        encoded = self.encode(batch)
+        return self.fuse(self.encode(batch))
+
+    def fuse(self, encoded: dict[str, torch.Tensor]) -> ModelOutput:
         fused = self.fusion(torch.cat([encoded[m] for m in self.info.modalities], dim=-1))
         return ModelOutput(self.shape_predictions(self.head(fused)), {"fusion": fused, **encoded})
 
@@ -254,7 +256,7 @@ class MMIM(InfoFusionModel):
         return terms
 
     def training_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        output = self(batch)
+        output = self.fuse(self.encoding_for_main(batch, self.encode))
         loss = self.task_loss(batch, output)
         logged = {"task": float(loss.detach())}
         flat = {name: batch.flat(value) for name, value in output.representations.items()}
@@ -276,8 +278,8 @@ class MMIM(InfoFusionModel):
 
     def mmilb_stage_loss(self, batch: Batch) -> torch.Tensor:
         """Stage 1: the decoders' negative log-likelihood on representations that are held fixed."""
-        with torch.no_grad():
-            encoded = {m: batch.flat(v) for m, v in self.encode(batch).items()}
+        # Detached: the decoders learn here, the encoders only from the main loss (which reuses this pass).
+        encoded = {m: batch.flat(v).detach() for m, v in self.encode_for_stage(batch, self.encode).items()}
         if encoded[self.anchor].shape[0] < 2:
             return zero_connected_to(self.mmilb_parameters())
         return sum(self.mmilb[m].learning_loss(encoded[self.anchor], encoded[m]) for m in self.mmilb)

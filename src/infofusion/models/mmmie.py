@@ -228,14 +228,14 @@ class MMMIE(InfoFusionModel):
         """I_CLUB(h_m; f_m) per modality, with q(f_m | h_m) as in eq. 15 (nats)."""
         return {m: self.club[m].estimate(flat_inputs[m], flat_outputs[m]) for m in self.club}
 
-    def flat_parts(self, batch: Batch) -> tuple[dict, dict, ModelOutput]:
-        inputs, outputs = self.encode(batch)
+    def flat_parts(self, batch: Batch, training_step: bool = False) -> tuple[dict, dict, ModelOutput]:
+        inputs, outputs = self.encoding_for_main(batch, self.encode) if training_step else self.encode(batch)
         flat_inputs = {m: batch.flat(v) for m, v in inputs.items()}
         flat_outputs = {m: batch.flat(v) for m, v in outputs.items()}
         return flat_inputs, flat_outputs, self.predict(outputs)
 
     def training_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        flat_inputs, flat_outputs, output = self.flat_parts(batch)
+        flat_inputs, flat_outputs, output = self.flat_parts(batch, training_step=True)
         loss = self.task_loss(batch, output)
         logged = {"task": float(loss.detach())}
         if batch.mask.sum() < 2:
@@ -257,12 +257,12 @@ class MMMIE(InfoFusionModel):
     def estimator_stage_loss(self, batch: Batch) -> torch.Tensor:
         """MINE critics (MINE's corrected DV loss) and CLUB decoders (negative log-likelihood of
         q(f_m | h_m)) trained on representations the encoders produce but do not learn from here."""
-        with torch.no_grad():
-            inputs, outputs = self.encode(batch)
+        # Detached: the estimators learn here, the encoders only from the main loss (which reuses this pass).
+        inputs, outputs = self.encode_for_stage(batch, self.encode)
         if batch.mask.sum() < 2:
             return zero_connected_to(self.estimator_parameters())
-        flat_inputs = {m: batch.flat(v) for m, v in inputs.items()}
-        flat_outputs = {m: batch.flat(v) for m, v in outputs.items()}
+        flat_inputs = {m: batch.flat(v).detach() for m, v in inputs.items()}
+        flat_outputs = {m: batch.flat(v).detach() for m, v in outputs.items()}
         losses = [
             self.mine[pair_name(a, b)].learning_loss(flat_outputs[a], flat_outputs[b])
             for a, b in self.pairs
