@@ -43,6 +43,16 @@ def test_report_table_and_exact_rerun(tmp_path, capsys):
         assert row["rerun"] in out
     assert (runs / "report.md").read_text().count("| bc/seed_") == 2
 
+    # Above the runs: one row per model/data/config, mean ± std over its seeds.
+    groups = list(csv.DictReader((runs / "summary.csv").open()))
+    assert [(g["model"], g["seeds"]) for g in groups] == [("bc_lstm", "1,2"), ("late_fusion", "0")]
+    seed_values = [json.loads((runs / "bc" / f"seed_{s}" / "metrics.json").read_text()) for s in (1, 2)]
+    f1 = [m["test"]["weighted_f1"] for m in seed_values]
+    mean, std = (f1[0] + f1[1]) / 2, abs(f1[0] - f1[1]) / 2
+    assert groups[0]["test weighted_f1"] == f"{mean:.4f} ± {std:.4f}"
+    assert float(groups[0]["train s / run"]) >= 0
+    assert "## Mean ± std (population) over seeds" in (runs / "report.md").read_text()
+
     # The printed command, run as is, trains the same run again: identical metrics.
     command = shlex.split(rows[1]["rerun"])
     assert command[:2] == ["infofusion", "train"]

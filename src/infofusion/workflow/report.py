@@ -1,4 +1,5 @@
-"""``infofusion report RUNS_DIR``: one table of every run under a folder, with a rerun command per row.
+"""``infofusion report RUNS_DIR``: one table of every run under a folder, with a rerun command per row,
+and above it the runs grouped by model, data and config (all but the seed): mean ± std over seeds.
 
 Also the table helpers the ablation command shares: which metrics are the "main" ones of a task, and
 writing one table as markdown and CSV.
@@ -77,6 +78,7 @@ class RunRecord:
     seed: int | None
     best_epoch: int | None
     metrics: dict
+    train_seconds: float | None = None  # the epochs' wall time from history.jsonl
 
     @classmethod
     def read(cls, run_dir: Path) -> RunRecord:
@@ -84,6 +86,11 @@ class RunRecord:
         config = load_yaml(run_dir / "config.yaml") if (run_dir / "config.yaml").exists() else {}
         info_path = run_dir / "run.json"
         info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.exists() else {}
+        history_path = run_dir / "history.jsonl"
+        train_seconds = None
+        if history_path.exists():
+            lines = history_path.read_text(encoding="utf-8").splitlines()
+            train_seconds = sum(float(json.loads(line).get("seconds", 0.0)) for line in lines if line.strip())
         return cls(
             path=run_dir,
             model=str(config.get("model_name") or info.get("model") or "?"),
@@ -92,6 +99,7 @@ class RunRecord:
             seed=config.get("seed", info.get("seed")),
             best_epoch=metrics.get("best_epoch"),
             metrics=metrics,
+            train_seconds=train_seconds,
         )
 
 
@@ -99,12 +107,42 @@ def find_runs(root: Path) -> list[Path]:
     return sorted(path.parent for path in root.rglob("metrics.json"))
 
 
-def build_report(root: Path) -> tuple[list[str], list[list[str]]]:
+def read_records(root: Path) -> list[RunRecord]:
     if not root.is_dir():
         raise ConfigError(f"report: {root} is not a folder")
     records = [RunRecord.read(run_dir) for run_dir in find_runs(root)]
     if not records:
         raise DataError(f"no finished runs (metrics.json) under {root}", file=str(root))
+    return records
+
+
+def build_summary(records: list[RunRecord]) -> tuple[list[str], list[list[str]]]:
+    """One row per (model, data, config without the seed): mean ± std (population) over its seeds."""
+    from ..cli import summarise_seeds
+
+    groups: dict[tuple[str, str, str], list[RunRecord]] = {}
+    for record in records:
+        groups.setdefault((record.model, record.data, record.settings_hash), []).append(record)
+    columns = metric_columns([record.metrics for record in records])
+    header = ["model", "data", "config hash", "seeds"]
+    header += [f"{split} {name}" for split, name in columns] + ["train s / run"]
+    rows = []
+    for (model, data, settings_hash), members in groups.items():
+        per_seed = {index: record.metrics for index, record in enumerate(members)}
+        summary = summarise_seeds(per_seed)
+        cells = []
+        for split, name in columns:
+            stats = summary["splits"].get(split, {}).get(name)
+            cells.append("" if stats is None else f"{stats['mean']:.4f} ± {stats['std']:.4f}")
+        seconds = [r.train_seconds for r in members if r.train_seconds is not None]
+        seeds = ",".join(sorted(("?" if r.seed is None else str(r.seed)) for r in members))
+        mean_seconds = f"{sum(seconds) / len(seconds):.0f}" if seconds else ""
+        rows.append([model, data, settings_hash, seeds, *cells, mean_seconds])
+    return header, rows
+
+
+def build_report(root: Path, records: list[RunRecord] | None = None) -> tuple[list[str], list[list[str]]]:
+    records = records if records is not None else read_records(root)
     columns = metric_columns([record.metrics for record in records])
     header = ["run", "model", "data", "config hash", "seed", "best epoch"]
     header += [f"{split} {name}" for split, name in columns] + ["rerun"]
@@ -127,10 +165,22 @@ def build_report(root: Path) -> tuple[list[str], list[list[str]]]:
 
 
 def command_report(runs_dir: Path) -> int:
-    header, rows = build_report(runs_dir)
+    records = read_records(runs_dir)
+    summary_header, summary_rows = build_summary(records)
+    header, rows = build_report(runs_dir, records)
+    summary_table = markdown_table(summary_header, summary_rows)
     table = markdown_table(header, rows)
-    (runs_dir / "report.md").write_text(f"# Runs under {runs_dir}\n\n{table}", encoding="utf-8")
+    (runs_dir / "report.md").write_text(
+        f"# Runs under {runs_dir}\n\n## Mean ± std (population) over seeds\n\n{summary_table}\n"
+        f"## Every run\n\n{table}",
+        encoding="utf-8",
+    )
     write_csv(runs_dir / "report.csv", header, rows)
+    write_csv(runs_dir / "summary.csv", summary_header, summary_rows)
+    print(summary_table)
     print(table, end="")
-    print(f"\n{len(rows)} runs; written {runs_dir / 'report.md'} and {runs_dir / 'report.csv'}")
+    print(
+        f"\n{len(rows)} runs in {len(summary_rows)} groups; written {runs_dir / 'report.md'}, "
+        f"{runs_dir / 'report.csv'} and {runs_dir / 'summary.csv'}"
+    )
     return 0
