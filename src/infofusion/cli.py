@@ -301,11 +301,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, default=15)
     demo.set_defaults(handler=command_demo)
 
+    from .extract.cli import add_extract_parser
     from .mi.cli import add_mi_parser
     from .workflow.cli import add_workflow_parsers
 
     add_mi_parser(commands)
     add_workflow_parsers(commands)
+    add_extract_parser(commands)
     return parser
 
 
