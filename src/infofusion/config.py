@@ -26,6 +26,7 @@ BASE_DEFAULTS: dict[str, Any] = {
         "test_as_valid": False,
         "encoder": "all-MiniLM-L6-v2",
         "modalities": None,  # None = every modality the data has; "t,a" or a list otherwise
+        "standardize": False,  # true: (x - mean) / std per dimension, training-split statistics
     },
     "train": {
         "epochs": 30,

@@ -24,6 +24,7 @@ import yaml
 from .config import config_hash
 from .data import load_dataset
 from .data.batching import Batch, DialogueLoader, as_utterance_dialogues
+from .data.standardize import standardize_dataset, training_statistics
 from .data.types import Dataset
 from .distributed import DistributedContext, wrap_for_training
 from .metrics import classification_metrics, default_selection_metric, is_improvement, regression_metrics
@@ -108,6 +109,11 @@ class Trainer:
         self.dataset = dataset if dataset is not None else load_data_for_config(config)
         # A trained model keeps the data description it was built with (speaker vocabulary, classes).
         self.info = info if info is not None else DataInfo.from_dataset(self.dataset)
+        if info is None and config["data"].get("standardize"):
+            self.info.feature_scaling = training_statistics(self.dataset)
+        if self.info.feature_scaling:
+            # Saved statistics when a trained model meets data again: never refit on other data.
+            self.dataset = standardize_dataset(self.dataset, self.info.feature_scaling)
         model_class = get_model_class(config["model_name"])
         self.model: InfoFusionModel = build_model(config["model_name"], self.info, config)
         self.device = self.distributed.device(self.train_config.get("device"))

@@ -33,6 +33,8 @@ class DataInfo:
     speaker_vocabulary: dict[str, int]
     has_tokens: bool = False
     class_names: list[str] | None = None
+    # data.standardize: per-modality training mean/std, applied to every input the model ever sees.
+    feature_scaling: dict[str, dict[str, list[float]]] | None = None
 
     @classmethod
     def from_dataset(cls, dataset: Dataset) -> DataInfo:

@@ -1,0 +1,87 @@
+"""``data.standardize``: training-split statistics, applied to every split, carried by the trained model."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from infofusion.cli import main
+from infofusion.config import resolve_config
+from infofusion.data.standardize import standardize_dataset, training_statistics
+from infofusion.data.synthetic import make_synthetic
+from infofusion.data.types import DataError
+from infofusion.trainer import Trainer
+
+SMALL = {"dialogues": {"train": 10, "valid": 4, "test": 4}, "max_utterances": 5}
+
+
+def stacked(dataset, split, modality):
+    return np.concatenate(
+        [np.asarray(u.features[modality]).reshape(-1, dataset.feature_dim(modality))
+         for d in dataset.splits[split] for u in d.utterances]
+    )
+
+
+@pytest.mark.parametrize("frames", [0, 4])
+def test_training_split_becomes_zero_mean_unit_std_and_others_use_its_statistics(frames):
+    dataset = make_synthetic({**SMALL, "frames": frames})
+    # Scale one modality far off, as MOSI's audio is, and make one dimension constant.
+    for dialogues in dataset.splits.values():
+        for dialogue in dialogues:
+            for utterance in dialogue.utterances:
+                utterance.features["audio"] = utterance.features["audio"] * 25.0 + 7.0
+                utterance.features["audio"][..., 0] = 3.0
+    scaling = training_statistics(dataset)
+    scaled = standardize_dataset(dataset, scaling)
+    train_audio = stacked(scaled, "train", "audio")
+    assert np.allclose(train_audio.mean(axis=0), 0.0, atol=1e-4)
+    assert np.allclose(train_audio[:, 1:].std(axis=0), 1.0, atol=1e-3)
+    assert np.allclose(train_audio[:, 0], 0.0)  # constant dimension: centred, not divided by ~0
+    expected = (stacked(dataset, "test", "audio") - np.array(scaling["audio"]["mean"])) / np.array(
+        scaling["audio"]["std"]
+    )
+    assert np.allclose(stacked(scaled, "test", "audio"), expected, atol=1e-4)
+    # Statistics never look at valid or test: changing them changes nothing.
+    for dialogue in dataset.splits["test"] + dataset.splits["valid"]:
+        for utterance in dialogue.utterances:
+            utterance.features["audio"] = utterance.features["audio"] * 0 + 1000.0
+    assert training_statistics(dataset) == scaling
+    # The input data set is left as it was (a new one is returned).
+    assert not np.allclose(stacked(dataset, "train", "audio").mean(axis=0)[1:], 0.0, atol=1e-2)
+
+
+def test_mismatched_statistics_name_the_modality():
+    dataset = make_synthetic(SMALL)
+    scaling = training_statistics(dataset)
+    scaling["text"] = {"mean": [0.0] * 3, "std": [1.0] * 3}
+    with pytest.raises(DataError, match="text"):
+        standardize_dataset(dataset, scaling)
+
+
+def test_trained_model_keeps_its_statistics_for_evaluation(tmp_path, capsys):
+    run = tmp_path / "run"
+    arguments = ["train", "--model", "late_fusion", "--epochs", "2", "--set", "train.threads=1"]
+    assert main([*arguments, "--set", "data.standardize=true", "--output", str(run)]) == 0
+    saved = torch.load(run / "best.pt", weights_only=True)
+    scaling = saved["info"]["feature_scaling"]
+    assert set(scaling) == {"text", "audio", "visual"}
+    capsys.readouterr()
+    # evaluate rebuilds the data from the spec and applies the saved statistics: the same test metrics.
+    assert main(["evaluate", str(run), "--split", "test"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    trained = json.loads((run / "metrics.json").read_text())["test"]
+    assert evaluated["acc"] == pytest.approx(trained["acc"])
+    assert evaluated["weighted_f1"] == pytest.approx(trained["weighted_f1"])
+
+
+def test_off_by_default_and_the_option_changes_the_inputs(tmp_path):
+    config = resolve_config("late_fusion", None, ["train.epochs=1", "train.threads=1"])
+    assert config["data"]["standardize"] is False
+    plain = Trainer(config, tmp_path / "a", dataset=make_synthetic(SMALL), echo=print)
+    assert plain.info.feature_scaling is None
+    config["data"]["standardize"] = True
+    scaled = Trainer(config, tmp_path / "b", dataset=make_synthetic(SMALL), echo=print)
+    batch = next(iter(scaled.loaders["train"]))
+    assert scaled.info.feature_scaling is not None
+    assert abs(float(batch.flat(batch.features["audio"]).mean())) < 0.5
