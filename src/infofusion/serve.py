@@ -131,6 +131,10 @@ class SessionStore:
 # The app
 
 
+def unknown_session(session_id: str) -> ServiceError:
+    return ServiceError(404, f"no session {session_id!r} (never created, deleted or expired)", "session_id")
+
+
 def create_app(
     predictor: Predictor, limits: ServiceLimits | None = None, clock: Clock = time.monotonic
 ) -> FastAPI:
@@ -321,9 +325,7 @@ def create_app(
     def get_session(session_id: SessionId) -> SessionResponse:
         session = store.get(session_id)
         if session is None:
-            raise ServiceError(
-                404, f"no session {session_id!r} (never created, deleted or expired)", "session_id"
-            )
+            raise unknown_session(session_id)
         with session.lock:
             now = clock()
             return SessionResponse(
@@ -342,9 +344,7 @@ def create_app(
     )
     def delete_session(session_id: SessionId) -> DeletedResponse:
         if not store.delete(session_id):
-            raise ServiceError(
-                404, f"no session {session_id!r} (never created, deleted or expired)", "session_id"
-            )
+            raise unknown_session(session_id)
         return DeletedResponse(session_id=session_id, deleted=True)
 
     @app.get("/health", response_model=HealthResponse, summary="What is served, and the limits")
