@@ -252,3 +252,17 @@ def test_tsne_needs_s_p_or_n_codes(tmp_path):
     with pytest.raises(ValueError, match="no S/, P/ or N/"):
         tsne_figure({"Z/text": np.zeros((4, 2))}, None, tmp_path / "unused.png")
     assert not (tmp_path / "unused.png").exists()
+
+
+def test_separable_critics_option_builds_them_and_trains():
+    from infofusion.mi.networks import ConcatCritic, SeparableCritic
+
+    concat, _ = model_and_batch()
+    assert all(isinstance(c.critic, ConcatCritic) for c in concat.critics.values())  # the default
+    model, batch = model_and_batch("mind.critic=separable")
+    assert len(model.critics) == 9
+    assert all(isinstance(c.critic, SeparableCritic) for c in model.critics.values())
+    loss, logged = model.training_loss(batch)
+    loss.backward()
+    assert torch.isfinite(loss) and math.isfinite(logged["info"])
+    assert all(p.grad is not None for c in model.critics.values() for p in c.parameters())

@@ -350,3 +350,15 @@ def test_main_step_reuses_the_stage_forward_pass_with_the_same_result(model_name
     assert float(shared_loss) == pytest.approx(float(fresh_loss), abs=1e-5)
     for name, grad in shared_grads.items():
         assert torch.allclose(grad, model.get_parameter(name).grad, atol=1e-5), name
+
+
+def test_mine_critic_option():
+    from infofusion.mi.networks import ConcatCritic, SeparableCritic
+
+    model, _ = model_and_batch()
+    assert all(isinstance(e.critic, ConcatCritic) for e in model.mine.values())  # MINE's network
+    model, batch = model_and_batch(None, "mmmie.mine_critic=separable")
+    assert set(model.mine) == PAIRS
+    assert all(isinstance(e.critic, SeparableCritic) for e in model.mine.values())
+    loss, terms = model.training_loss(batch)
+    assert torch.isfinite(loss) and "mi" in terms

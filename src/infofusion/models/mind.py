@@ -110,7 +110,11 @@ class MInD(InfoFusionModel):
         # First layer: the paper's FC fusion with dimension reduction (eq. 15); the rest is G (eq. 16).
         self.head = mlp([codes_in, fusion_dim, fusion_dim // 2, info.output_dim], head_dropout, nn.GELU)
 
-        critic = {"hidden_dim": int(hp["critic_hidden"]), "num_layers": int(hp["critic_layers"])}
+        critic = {
+            "hidden_dim": int(hp["critic_hidden"]),
+            "num_layers": int(hp["critic_layers"]),
+            "critic": str(hp.get("critic", "concat")),
+        }
         self.critics = nn.ModuleDict()
         if self.enabled["info"]:
             for m in modalities:

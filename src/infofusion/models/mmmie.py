@@ -162,7 +162,12 @@ class MMMIE(InfoFusionModel):
         self.mine = nn.ModuleDict(
             {
                 pair_name(a, b): build_estimator(
-                    "mine", hidden, hidden, moving_average_rate=float(hp["mine_moving_average"]), **critic
+                    "mine",
+                    hidden,
+                    hidden,
+                    moving_average_rate=float(hp["mine_moving_average"]),
+                    critic=str(hp.get("mine_critic", "concat")),
+                    **critic,
                 )
                 for a, b in self.pairs
             }
