@@ -184,7 +184,8 @@ def test_pickle_loads_and_trains_one_epoch(corpus, tmp_path):
         "audio": AUDIO_DIM,
         "visual": VISUAL_DIM,
     }
-    assert dataset.task == "classification" and dataset.classes == ["0", "1", "2"]
+    # The pickle holds class indices; the loader names them from the sidecar extract wrote beside it.
+    assert dataset.task == "classification" and dataset.classes == ["anger", "joy", "neutral"]
     assert sum(len(d) for d in dataset.splits["test"]) == 2
     with open(path, "rb") as handle:
         content = pickle.load(handle)
@@ -458,3 +459,49 @@ def test_default_minilm_encoder_on_three_sentences(tmp_path):
     }
     happy, glad, invoice = (u.features["text"] for u in result.dialogues[0].utterances)
     assert happy.shape == (384,) and float(happy @ glad) > float(happy @ invoice) + 0.2
+
+
+def test_loader_refuses_a_sidecar_with_too_few_class_names(corpus, tmp_path):
+    _, _, result = corpus
+    path = write_conversation_pickle(result, tmp_path / "features.pkl")
+    sidecar = path.with_name(path.name + ".json")
+    described = json.loads(sidecar.read_text())
+    described["labels"]["classes"] = ["anger", "joy"]
+    sidecar.write_text(json.dumps(described))
+    with pytest.raises(DataError, match="2 class names for labels up to 2"):
+        load_dataset(str(path))
+    sidecar.unlink()  # without a sidecar the indices are the names
+    assert load_dataset(str(path)).classes == ["0", "1", "2"]
+
+
+def test_predicting_a_manifest_marks_missing_media_and_placeholders(tmp_path):
+    """From media to predictions: a run trained on an extracted pickle with modality dropout, then a new
+    manifest whose one WAV is missing: that utterance is predicted from text alone and says so."""
+    from infofusion.inference import Predictor, load_input
+    from infofusion.trainer import Trainer
+
+    for index in range(4):
+        write_speechlike(tmp_path / f"a{index}.wav", f0=110 + 30 * index)
+    labels = ["joy", "anger", "neutral", "joy"]
+    rows = [
+        row(f"d{d}", f"u{u}", "AB"[u % 2], f"sentence {d} {u}", f"a{(d + u) % 4}.wav",
+            label=labels[(d + u) % 4], split="test" if d == 5 else "train")
+        for d in range(6)
+        for u in range(3)
+    ]
+    options = ExtractOptions(**{**FAST, "audio": ("mfcc",), "visual": "none"})
+    path = write_conversation_pickle(
+        extract_dialogues(write_csv(tmp_path / "train.csv", rows, COLUMNS), options), tmp_path / "f.pkl"
+    )
+    settings = ["train.threads=1", "train.epochs=1", "train.modality_dropout=0.3", f"data.spec={path}"]
+    Trainer(resolve_config("late_fusion", None, settings), tmp_path / "run", echo=lambda _: None).fit()
+
+    new = [row("n1", "u0", "A", "sentence one", "a0.wav"), row("n1", "u1", "B", "sentence two", "gone.wav")]
+    predictor = Predictor.from_run(tmp_path / "run")
+    assert predictor.classes == ["anger", "joy", "neutral"]  # names from the extract sidecar
+    data_in = load_input(str(write_csv(tmp_path / "new.csv", new, COLUMNS)), predictor)
+    [result] = predictor.predict(data_in.dialogues, **data_in.predict_options())
+    first, second = result.utterances
+    assert (first.modalities, first.missing) == (["text", "audio"], ["visual"])  # visual: a placeholder
+    assert (second.modalities, second.missing) == (["text"], ["audio", "visual"])  # its WAV is gone
+    assert first.label in predictor.classes and second.label in predictor.classes

@@ -470,6 +470,7 @@ class Predictor:
 
     def _results(self, dialogues: Sequence[PreparedDialogue], flat: torch.Tensor) -> list[DialoguePrediction]:
         names = self.classes
+        informative = [m for m in self.info.modalities if m not in self.placeholders]
         results, position = [], 0
         for dialogue in dialogues:
             rows = []
@@ -483,8 +484,10 @@ class Predictor:
                     uid=utterance.uid,
                     speaker=utterance.speaker,
                     text=utterance.text,
-                    modalities=[m for m in self.info.modalities if observed[m]],
-                    missing=[m for m in self.info.modalities if not observed[m]],
+                    # A placeholder (extract's zero column for a modality it had no media for) is fed as
+                    # training saw it, but it carries nothing: reported as missing, not as used.
+                    modalities=[m for m in informative if observed[m]],
+                    missing=[m for m in self.info.modalities if not observed[m] or m not in informative],
                     true=truth,
                 )
                 if names is not None:
@@ -757,6 +760,8 @@ def read_manifest_dialogues(path: Path, predictor: Predictor) -> InputData:
         ) from None
     options = ExtractOptions(**manifest_options(predictor), progress=False)
     result = extract_dialogues(path, options)
+    if predictor.allow_missing:
+        _unmark_zero_filled_media(result)
     labels = result.feature_info.get("labels", {}) if isinstance(result.feature_info, dict) else {}
     kind = labels.get("kind", "none")
     names = labels.get("classes") if kind == "names" else None
@@ -770,6 +775,25 @@ def read_manifest_dialogues(path: Path, predictor: Predictor) -> InputData:
         splits=[split_of.get(d.id) for d in result.dialogues],
         problems=[str(problem) for problem in result.problems],
     )
+
+
+def _unmark_zero_filled_media(result: Any) -> None:
+    """Media extraction zero-fills an utterance whose audio/video file is missing or unreadable (as the
+    training pickle would hold it); a run trained with modality dropout can do better: treat that modality
+    as missing for that utterance, so the output says so and the model sees it as absent."""
+    from infofusion.extract.types import ZERO_FILLED
+
+    modality_of = {"audio": "audio", "video": "visual"}
+    gaps = {
+        (p.dialogue, p.utterance, modality_of[p.field])
+        for p in result.problems
+        if p.action == ZERO_FILLED and p.field in modality_of and p.utterance is not None
+    }
+    for dialogue in result.dialogues:
+        for utterance in dialogue.utterances:
+            for dialogue_id, uid, modality in gaps:
+                if dialogue_id == dialogue.id and uid == utterance.uid:
+                    utterance.features.pop(modality, None)
 
 
 def manifest_options(predictor: Predictor) -> dict[str, Any]:

@@ -15,6 +15,8 @@ Every result is checked with :func:`validate_dataset`.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 from .conversation import conversation_dataset, load_conversation_pickle
@@ -86,13 +88,14 @@ def _load_path(spec: str, options: dict) -> Dataset:
     if path.suffix.lower() in PICKLE_SUFFIXES and path.is_file():
         content = safe_load(path)
         if isinstance(content, (tuple, list)):
-            return conversation_dataset(
+            dataset = conversation_dataset(
                 content,
                 str(path),
                 valid_fraction=_number_option(options, "valid_fraction", 0.1, float, spec),
                 split_seed=_number_option(options, "split_seed", 0, int, spec),
                 test_as_valid=_bool_option(options, "test_as_valid", False, spec),
             )
+            return _with_extracted_class_names(dataset, path)
         if is_mmsa_content(content):
             return mmsa_dataset(content, str(path))
         raise DataError(
@@ -102,6 +105,31 @@ def _load_path(spec: str, options: dict) -> Dataset:
         )
     reason = "no such file or directory" if not path.exists() else "not a .pkl/.pickle file or a directory"
     raise DataError(f"cannot load data set '{spec}': {reason} (or use 'synthetic')", file=spec)
+
+
+def _with_extracted_class_names(dataset: Dataset, path: Path) -> Dataset:
+    """``infofusion extract`` stores class indices in the pickle and their names in ``FILE.pkl.json``."""
+    sidecar = path.with_name(path.name + ".json")
+    if dataset.task != "classification" or not sidecar.is_file():
+        return dataset
+    try:
+        described = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise DataError(f"unreadable sidecar next to the pickle: {error}", file=str(sidecar)) from None
+    labels = described.get("labels") if isinstance(described, dict) else None
+    if described.get("format") != "infofusion-extract" or not isinstance(labels, dict):
+        return dataset
+    names = labels.get("classes")
+    if labels.get("kind") != "names" or not isinstance(names, list):
+        return dataset
+    if len(names) < dataset.num_classes:
+        raise DataError(
+            f"{len(names)} class names for labels up to {dataset.num_classes - 1}",
+            file=str(sidecar),
+            field="labels.classes",
+        )
+    # Every named class, also one no utterance of this file has: the model's outputs cover them all.
+    return dataclasses.replace(dataset, classes=[str(name) for name in names])
 
 
 def _number_option(options: dict, key: str, default: float, kind: type, spec: str) -> float | int:
