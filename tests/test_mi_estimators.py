@@ -362,3 +362,19 @@ def test_bad_batches_are_rejected_with_a_message() -> None:
         estimator.estimate(torch.randn(4, 3), torch.randn(4, 2))
     with pytest.raises(ValueError, match="batch sizes"):
         estimator.estimate(torch.randn(4, 2), torch.randn(5, 2))
+
+
+@pytest.mark.parametrize("name", ["club", "club_mean"])
+@pytest.mark.parametrize("batch", [2, 7, 64])
+def test_club_closed_form_equals_the_pairwise_mean_with_its_gradients(name, batch):
+    torch.manual_seed(batch)
+    estimator = build_estimator(name, 5, 3, hidden_dim=16).double()
+    x = torch.randn(batch, 5, dtype=torch.float64, requires_grad=True)
+    y = (torch.randn(batch, 3, dtype=torch.float64) * 4 + 10).requires_grad_(True)  # far from 0, wide
+    fast = estimator.estimate(x, y)
+    reference = estimator.pairwise_estimate(x, y)
+    assert float(fast) == pytest.approx(float(reference), rel=1e-9, abs=1e-9)
+    fast_grads = torch.autograd.grad(fast, [x, y, *estimator.parameters()])
+    reference_grads = torch.autograd.grad(reference, [x, y, *estimator.parameters()])
+    for got, expected in zip(fast_grads, reference_grads, strict=True):
+        assert torch.allclose(got, expected, rtol=1e-7, atol=1e-9)

@@ -23,6 +23,19 @@ class CLUB(GaussianConditionalEstimator):
     description = "vCLUB contrastive log-ratio upper bound, Gaussian q(y|x) with learned variance (nats)"
 
     def estimate(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        # The mean over all n² pairs in closed form, O(n·d) instead of O(n²·d): for a Gaussian q the
+        # log-variance and constant terms cancel row by row, and mean_j (y_j - μ_i)² = Var(y) + (ȳ - μ_i)²
+        # (population variance over the batch). Same value as the pairwise form (tested against it).
+        self.check_inputs(x, y)
+        mean, log_variance = self.decoder(x)
+        precision = torch.exp(-log_variance)
+        positive = ((y - mean) ** 2 * precision).sum(dim=-1)
+        spread = y.var(dim=0, unbiased=False) + (y.mean(dim=0) - mean) ** 2
+        negative = (spread * precision).sum(dim=-1)
+        return 0.5 * (negative - positive).mean()
+
+    def pairwise_estimate(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The textbook form on the (n, n) log-density matrix: the reference for :meth:`estimate`."""
         log_densities = self.pairwise_log_likelihood(x, y)
         return log_densities.diagonal().mean() - log_densities.mean()
 
