@@ -166,7 +166,7 @@ def test_bad_space_is_one_line_exit_2(tmp_path, capsys, content, extra, message)
 
 def test_packaged_spaces_fit_their_models():
     names = packaged_names("sweeps")
-    assert {"late_fusion", "bc_lstm"} <= set(names)
+    assert {"late_fusion", "bc_lstm", "mmim", "mmmie", "mind"} <= set(names)
     for name in names:
         space, _ = load_space(name)
         if name in MODELS:
