@@ -141,6 +141,7 @@ def create_app(
     """The service for ``predictor`` (module docstring); ``clock`` (seconds) drives session expiry."""
     limits = limits or ServiceLimits()
     store = SessionStore(limits, clock)
+    session_not_found: dict = {404: {"model": ErrorOut, "description": "No such session (or it expired)"}}
     predictor.warm_up()  # load a text encoder now, not on the first request
     describe = predictor.describe()
     modalities = ", ".join(describe["modalities"])
@@ -319,7 +320,7 @@ def create_app(
     @app.get(
         "/sessions/{session_id}",
         response_model=SessionResponse,
-        responses={404: {"model": ErrorOut, "description": "No such session (or it expired)"}},
+        responses=session_not_found,
         summary="A conversation and the predictions given as it went",
     )
     def get_session(session_id: SessionId) -> SessionResponse:
@@ -339,7 +340,7 @@ def create_app(
     @app.delete(
         "/sessions/{session_id}",
         response_model=DeletedResponse,
-        responses={404: {"model": ErrorOut, "description": "No such session (or it expired)"}},
+        responses=session_not_found,
         summary="End a conversation",
     )
     def delete_session(session_id: SessionId) -> DeletedResponse:
