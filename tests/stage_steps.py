@@ -10,6 +10,12 @@ def main_optimizer(model):
     return torch.optim.Adam(model.parameter_groups(model.config["train"]))
 
 
+def main_parameter_names(model):
+    """Names of the parameters the main optimiser updates (the model's ``parameter_groups``)."""
+    main_ids = {id(p) for group in model.parameter_groups(model.config["train"]) for p in group["params"]}
+    return {name for name, p in model.named_parameters() if id(p) in main_ids}
+
+
 def take_stage_step(model, batch):
     """A step of the model's (first) auxiliary stage; returns its loss."""
     stage = model.auxiliary_stages()[0]

@@ -13,7 +13,7 @@ from infofusion.data.batching import DialogueLoader
 from infofusion.data.synthetic import make_synthetic
 from infofusion.models import DataInfo, build_model
 from infofusion.trainer import Trainer
-from stage_steps import changed_since, snapshot, take_main_step, take_stage_step
+from stage_steps import changed_since, main_parameter_names, snapshot, take_main_step, take_stage_step
 
 SMALL = {"dialogues": {"train": 8, "valid": 4, "test": 4}, "max_utterances": 6}
 PAIRS = {"text-audio", "text-visual", "audio-visual"}
@@ -194,8 +194,7 @@ def test_each_stage_updates_exactly_its_own_parameters():
     model, batch = model_and_batch()
     assert len(model.auxiliary_stages()) == 1  # one stage trains every estimator network
     estimators = {n for n, _ in model.named_parameters() if n.startswith(("mine.", "club."))}
-    main_ids = {id(p) for group in model.parameter_groups(model.config["train"]) for p in group["params"]}
-    main = {name for name, p in model.named_parameters() if id(p) in main_ids}
+    main = main_parameter_names(model)
     assert estimators and not estimators & main
     assert estimators | main == {name for name, _ in model.named_parameters()}
     model.train()
