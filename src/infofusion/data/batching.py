@@ -31,6 +31,10 @@ class Batch:
     texts: list[list[str | None]] = field(default_factory=list)
     tokens: torch.Tensor | None = None  # (B, U, 3, L) when the data set carries token ids
     present: dict[str, torch.Tensor] = field(default_factory=dict)  # (B, U) bool: modality observed
+    # The text front end's context windows (infofusion.text.windows), padded to the batch's longest:
+    # (B, U, 4, L) token rows and (B, U) lengths; None when the data set has no windows.
+    windows: torch.Tensor | None = None
+    window_lengths: torch.Tensor | None = None
 
     @property
     def modalities(self) -> list[str]:
@@ -53,6 +57,8 @@ class Batch:
             self.texts,
             None if self.tokens is None else self.tokens.to(device),
             {k: v.to(device) for k, v in self.present.items()},
+            None if self.windows is None else self.windows.to(device),
+            None if self.window_lengths is None else self.window_lengths.to(device),
         )
 
 
@@ -119,6 +125,7 @@ def collate(
             if tokens is not None and utterance.tokens is not None:
                 tokens[b, i] = torch.from_numpy(np.asarray(utterance.tokens, dtype=np.int64))
     present = {m: mask.clone() for m in modalities}
+    windows, window_lengths = collate_windows(dialogues, max_utterances)
     return Batch(
         features,
         frame_lengths,
@@ -130,7 +137,30 @@ def collate(
         texts,
         tokens,
         present,
+        windows,
+        window_lengths,
     )
+
+
+def collate_windows(
+    dialogues: Sequence[Dialogue], max_utterances: int
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Context windows padded to the longest in the batch (dynamic padding); padding utterances get
+    an empty window of length 0. All utterances have windows or none do."""
+    if dialogues[0].utterances[0].window is None:
+        return None, None
+    rows = dialogues[0].utterances[0].window.shape[0]
+    length = max(u.window.shape[1] for d in dialogues for u in d.utterances)
+    windows = np.zeros((len(dialogues), max_utterances, rows, length), dtype=np.int64)
+    lengths = np.zeros((len(dialogues), max_utterances), dtype=np.int64)
+    for b, dialogue in enumerate(dialogues):
+        for i, utterance in enumerate(dialogue.utterances):
+            window = utterance.window
+            windows[b, i, :, : window.shape[1]] = window
+            # Padding positions keep the target's turn index so a speaker lookup stays in range.
+            windows[b, i, -1, window.shape[1] :] = window[-1, 0]
+            lengths[b, i] = window.shape[1]
+    return torch.from_numpy(windows), torch.from_numpy(lengths)
 
 
 class DialogueLoader:

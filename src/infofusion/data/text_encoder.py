@@ -136,7 +136,7 @@ def model_directory(name: str) -> str:
 
 
 @contextmanager
-def _hub_offline() -> Iterator[None]:
+def hub_offline() -> Iterator[None]:
     """Keep the Hugging Face libraries off the network while loading a model that is on disk."""
     saved = os.environ.get("HF_HUB_OFFLINE")
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -175,7 +175,7 @@ class TextEncoder:
         try:
             from sentence_transformers import SentenceTransformer
 
-            with _hub_offline():
+            with hub_offline():
                 model = SentenceTransformer(self.directory, device=self.device, local_files_only=True)
             # Renamed in sentence-transformers 5; the old name still exists (with a warning) since 3.
             dimension = getattr(model, "get_embedding_dimension", None)
@@ -230,7 +230,7 @@ class TextEncoder:
 def _load_transformer(directory: str, device: str) -> tuple[object, object]:
     from transformers import AutoModel, AutoTokenizer
 
-    with _hub_offline():
+    with hub_offline():
         tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
         model = AutoModel.from_pretrained(directory, local_files_only=True)
     return tokenizer, model.to(device).eval()
@@ -284,12 +284,12 @@ def get_text_encoder(
 
 
 @functools.lru_cache(maxsize=4)
-def _tokenizer(name: str) -> object:
+def load_tokenizer(name: str) -> object:
     from transformers import AutoTokenizer
 
     directory = model_directory(name)
     try:
-        with _hub_offline():
+        with hub_offline():
             return AutoTokenizer.from_pretrained(directory, local_files_only=True)
     except Exception as error:
         raise TextEncoderError(
@@ -302,7 +302,7 @@ def tokenize(
     texts: Sequence[str], name: str = DEFAULT_ENCODER, max_length: int = 128
 ) -> dict[str, np.ndarray]:
     """``input_ids`` and ``attention_mask``, int64 ``(n, max_length)``, with the tokenizer of ``name``."""
-    encoded = _tokenizer(name)(
+    encoded = load_tokenizer(name)(
         [clean_text(text) for text in texts],
         padding="max_length",
         truncation=True,
@@ -341,7 +341,7 @@ def encode_cached(
 ) -> np.ndarray:
     """``encoder.encode(texts)``, read from / written to the cache for this content and encoder."""
     path = cache_path(content_sha256, encoder.name, cache_dir)
-    cached = _read_cached(path)
+    cached = read_cached_array(path)
     # Only the row count is checked: the name fixes the dim, and asking a model for it would load it.
     if cached is not None and cached.shape[0] == len(texts):
         return cached
@@ -350,11 +350,11 @@ def encode_cached(
     distinct_features = np.asarray(encoder.encode(distinct), dtype=np.float32)
     row_of = {text: row for row, text in enumerate(distinct)}
     features = distinct_features[[row_of[text] for text in texts]].reshape(len(texts), encoder.dim)
-    _write_atomically(path, features)
+    write_array_atomically(path, features)
     return features
 
 
-def _read_cached(path: Path) -> np.ndarray | None:
+def read_cached_array(path: Path) -> np.ndarray | None:
     if not path.is_file():
         return None
     try:
@@ -364,7 +364,7 @@ def _read_cached(path: Path) -> np.ndarray | None:
     return cached if cached.dtype == np.float32 and cached.ndim == 2 else None
 
 
-def _write_atomically(path: Path, array: np.ndarray) -> None:
+def write_array_atomically(path: Path, array: np.ndarray) -> None:
     """Write to a temporary file in the same directory, then rename: readers see all or nothing."""
     temporary: Path | None = None
     try:

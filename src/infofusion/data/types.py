@@ -47,6 +47,8 @@ class Utterance:
     uid: str = ""
     # Token ids (e.g. MMSA's text_bert: input ids, mask, segment ids) when the source provides them.
     tokens: np.ndarray | None = None
+    # The text front end's context window (infofusion.text.windows): int64 (4, length).
+    window: np.ndarray | None = None
 
 
 @dataclass
@@ -111,7 +113,13 @@ class Dataset:
                     d.id,
                     [
                         Utterance(
-                            {m: u.features[m] for m in keep}, u.speaker, u.label, u.text, u.uid, u.tokens
+                            {m: u.features[m] for m in keep},
+                            u.speaker,
+                            u.label,
+                            u.text,
+                            u.uid,
+                            u.tokens,
+                            u.window,
                         )
                         for u in d.utterances
                     ],

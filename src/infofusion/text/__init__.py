@@ -1,0 +1,22 @@
+"""The text front end: context windows of each utterance's dialogue, read by a transformer.
+
+:mod:`.windows` builds the token windows, :mod:`.frontend` holds the transformer and its modes,
+:mod:`.prepare` puts windows (and frozen vectors) on a data set.
+"""
+
+from .frontend import FrontEndSpec, TextFrontEnd, load_transformer, special_tokens
+from .prepare import attach_windows, encode_frozen, encode_windows
+from .windows import WindowSpec, build_dialogue_windows, pad_windows
+
+__all__ = [
+    "FrontEndSpec",
+    "TextFrontEnd",
+    "WindowSpec",
+    "attach_windows",
+    "build_dialogue_windows",
+    "encode_frozen",
+    "encode_windows",
+    "load_transformer",
+    "pad_windows",
+    "special_tokens",
+]

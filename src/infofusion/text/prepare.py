@@ -1,0 +1,111 @@
+"""Putting the text front end's input on a data set: windows once per data set, frozen vectors once per
+encoder.
+
+:func:`attach_windows` builds every utterance's context window (``Utterance.window``) from the
+transcripts and speakers; the trainer's batches then carry them. :func:`encode_frozen` runs a frozen
+front end over all windows once and stores the pooled vectors as the ``text`` modality, cached on disk
+by the windows' content and the encoder settings, so a frozen front end costs one pass per data set
+and machine, and every model (the baselines too) reads contextual text vectors like any other feature.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.text_encoder import default_cache_dir, read_cached_array, write_array_atomically
+from ..data.types import DataError, Dataset
+from .frontend import TextFrontEnd
+from .windows import SpecialTokens, WindowSpec, build_dialogue_windows, pad_windows, windows_digest
+
+_CACHE_VERSION = 1
+
+
+def attach_windows(dataset: Dataset, tokenizer: object, special: SpecialTokens, spec: WindowSpec) -> None:
+    """Give every utterance of every split its context window (in place)."""
+    memo: dict[str, list[int]] = {}
+
+    def tokenize(text: str) -> list[int]:
+        # Dialogue data repeats turns a lot ("Okay.", "Yeah."): each distinct text is tokenised once.
+        if text not in memo:
+            memo[text] = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        return memo[text]
+
+    for split, dialogues in dataset.splits.items():
+        for dialogue in dialogues:
+            texts = [u.text for u in dialogue.utterances]
+            if any(text is None for text in texts):
+                raise DataError(
+                    "the text front end needs a transcript for every utterance",
+                    file=dataset.source,
+                    split=split,
+                    dialogue=dialogue.id,
+                    field="text",
+                )
+            speakers = [u.speaker for u in dialogue.utterances]
+            for utterance, window in zip(
+                dialogue.utterances,
+                build_dialogue_windows(speakers, texts, tokenize, special, spec),
+                strict=True,
+            ):
+                utterance.window = window
+
+
+def all_windows(dataset: Dataset) -> list[np.ndarray]:
+    return [u.window for split in dataset.splits.values() for d in split for u in d.utterances]
+
+
+def encode_windows(
+    front_end: TextFrontEnd, windows: list[np.ndarray], pad_id: int, batch_size: int = 32
+) -> np.ndarray:
+    """Pooled vectors ``(N, hidden)`` of ``windows``, in batches of similar length (less padding)."""
+    order = np.argsort([w.shape[1] for w in windows], kind="stable")
+    out = np.zeros((len(windows), front_end.hidden), dtype=np.float32)
+    device = next(front_end.parameters()).device
+    was_training = front_end.training
+    front_end.eval()
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            padded, lengths = pad_windows([windows[r] for r in rows], pad_id)
+            vectors = front_end(torch.from_numpy(padded).to(device), torch.from_numpy(lengths).to(device))
+            out[rows] = vectors.float().cpu().numpy()
+    front_end.train(was_training)
+    return out
+
+
+def encode_frozen(
+    dataset: Dataset,
+    front_end: TextFrontEnd,
+    pad_id: int,
+    window_key: str,
+    cache_dir: str | Path | None = None,
+) -> None:
+    """Replace the ``text`` modality of every utterance with the frozen front end's vector (in place)."""
+    windows = all_windows(dataset)
+    path = _cache_path(windows_digest(windows), f"{front_end.spec.cache_key()}|{window_key}", cache_dir)
+    vectors = _read(path, len(windows), front_end.hidden)
+    if vectors is None:
+        vectors = encode_windows(front_end, windows, pad_id)
+        write_array_atomically(path, vectors)
+    rows = iter(vectors)
+    for split in dataset.splits.values():
+        for dialogue in split:
+            for utterance in dialogue.utterances:
+                utterance.features["text"] = next(rows)
+
+
+def _cache_path(content: str, settings: str, cache_dir: str | Path | None) -> Path:
+    settings_hash = hashlib.sha256(settings.encode()).hexdigest()[:16]
+    directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return directory / "text-windows" / f"{content[:32]}-{settings_hash}-v{_CACHE_VERSION}.npy"
+
+
+def _read(path: Path, rows: int, dim: int) -> np.ndarray | None:
+    cached = read_cached_array(path)
+    if cached is None or cached.shape != (rows, dim) or not np.isfinite(cached).all():
+        return None
+    return cached
