@@ -52,7 +52,13 @@ _EXPORTS: dict[str, str] = {
     "cmd": "terms",
     "grad_reverse": "terms",
     "GradientReversal": "terms",
-    # fitting
+    # non-parametric estimator, preprocessing and fitting
+    "KSG": "ksg",
+    "MarginalTransform": "preprocessing",
+    "GaussianCopula": "preprocessing",
+    "Standardise": "preprocessing",
+    "PREPROCESSING": "preprocessing",
+    "build_transform": "preprocessing",
     "fit_estimator": "fitting",
     "FitResult": "fitting",
 }

@@ -31,6 +31,9 @@ class MIEstimator(nn.Module, ABC):
     kind: ClassVar[str]  # "lower", "upper", "jsd" or "ba"
     description: ClassVar[str]
     units: ClassVar[str] = "nats"
+    # What early stopping watches on held-out rows: "estimate" (maximised) when the network is trained on
+    # the estimate itself, else "learning_loss" (minimised), the objective it is actually trained on.
+    stopping_criterion: ClassVar[str] = "estimate"
 
     def __init__(self, x_dim: int, y_dim: int) -> None:
         super().__init__()
@@ -106,6 +109,7 @@ class GaussianConditionalEstimator(MIEstimator):
     """
 
     learn_variance: ClassVar[bool] = True
+    stopping_criterion: ClassVar[str] = "learning_loss"
 
     def __init__(
         self,

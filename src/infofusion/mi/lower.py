@@ -158,6 +158,7 @@ class SMILE(CriticEstimator):
     description = "SMILE: clipped Donsker-Varadhan (tau=5 by default), critic trained by JS (nats)"
 
     default_critic = "concat"
+    stopping_criterion = "learning_loss"  # trained by JS, not on the clipped DV value
 
     def __init__(self, x_dim: int, y_dim: int, *, clip: float = 5.0, **options: Any) -> None:
         super().__init__(x_dim, y_dim, **options)
@@ -184,6 +185,7 @@ class BarberAgakov(GaussianConditionalEstimator):
 
     name, kind = "ba", "ba"
     description = "Barber-Agakov H(Y) + E log q(y|x), Gaussian decoder; H(Y) given or Gaussian (nats)"
+    stopping_criterion = "estimate"  # H(Y) is fixed, so the estimate is minus the loss plus a constant
 
     def __init__(self, x_dim: int, y_dim: int, *, y_entropy: float | None = None, **options: Any) -> None:
         super().__init__(x_dim, y_dim, **options)

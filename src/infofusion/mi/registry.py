@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from .base import MIEstimator
+from .ksg import KSG
 from .lower import CPC, JSD, MINE, NWJ, SMILE, BarberAgakov, InfoNCE
 from .upper import CLUB, CLUBMean, CLUBSample, L1Out
 
@@ -20,12 +21,18 @@ ESTIMATORS: dict[str, type[MIEstimator]] = {
 @dataclass(frozen=True)
 class EstimatorInfo:
     name: str
-    kind: str  # lower | upper | jsd | ba
+    kind: str  # lower | upper | jsd | ba | knn
     description: str
 
 
 def list_estimators() -> list[EstimatorInfo]:
-    return [EstimatorInfo(name, cls.kind, cls.description) for name, cls in ESTIMATORS.items()]
+    """Every estimator ``fit_estimator`` accepts: the trainable modules, then KSG (no network to train)."""
+    infos = [EstimatorInfo(name, cls.kind, cls.description) for name, cls in ESTIMATORS.items()]
+    return [*infos, EstimatorInfo(KSG.name, KSG.kind, KSG.description)]
+
+
+def estimator_names() -> list[str]:
+    return [info.name for info in list_estimators()]
 
 
 def build_estimator(

@@ -1,0 +1,177 @@
+"""Read the two variables of ``mi estimate`` from .npz, .npy, .csv or .parquet files.
+
+How ``--x`` and ``--y`` name the data depends on the format:
+
+* ``.npz``: the key of an array (``numpy.savez``); rows are samples, a 1-D array is one column.
+* ``.npy``: column indices of the one 2-D array: ``0``, ``0,2,5``, ``0:3`` (0, 1, 2), ``3:`` (3 to the end).
+* ``.csv`` (first line: column names) and ``.parquet``: column names, comma-separated: ``age,income``.
+
+Every failure raises :class:`InputError` with one line naming the file and the key or column.
+Nothing is unpickled (``allow_pickle=False``).
+"""
+
+from __future__ import annotations
+
+import csv
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .fitting import as_matrix
+
+FORMATS = (".npz", ".npy", ".csv", ".parquet")
+MIN_ROWS = 4
+
+
+class InputError(Exception):
+    """Bad input: the message names the file and key; reported on one line, exit code 2."""
+
+
+def _matrix(values: np.ndarray, file: str, what: str) -> np.ndarray:
+    try:
+        return as_matrix(values, name=f"{file}: {what}")
+    except ValueError as error:  # wrong shape, dtype, NaN/inf, or an object array needing pickle
+        raise InputError(str(error)) from None
+
+
+def _names(spec: str) -> list[str]:
+    return [name.strip() for name in spec.split(",") if name.strip()]
+
+
+def _load_npz(file: str, path: Path, keys: tuple[str, str]) -> list[np.ndarray]:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise InputError(f"{file}: not a readable .npz file ({error})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise InputError(f"{file}: not an .npz archive (a single .npy array has no keys)")
+    with archive:
+        matrices = []
+        for key in keys:
+            if key not in archive.files:
+                available = ", ".join(archive.files) or "none"
+                raise InputError(f"{file}: no array named '{key}' (available: {available})")
+            try:
+                values = archive[key]
+            except ValueError as error:  # an object array: would need pickle
+                raise InputError(f"{file}: key '{key}': {error}") from None
+            matrices.append(_matrix(values, file, f"key '{key}'"))
+    return matrices
+
+
+def parse_columns(spec: str, width: int, file: str) -> list[int]:
+    """``0``, ``0,2``, ``1:4``, ``3:`` → column indices of an array ``width`` columns wide."""
+    indices: list[int] = []
+    for part in _names(spec):
+        try:
+            if ":" in part:
+                start, _, stop = part.partition(":")
+                indices += range(int(start or 0), int(stop) if stop else width)
+            else:
+                indices.append(int(part))
+        except ValueError:
+            raise InputError(
+                f"{file}: column '{part}' is not an index (.npy columns are numbers: 0,2 or 0:3)"
+            ) from None
+    if not indices:
+        raise InputError(f"{file}: no columns in '{spec}'")
+    for index in indices:
+        if not 0 <= index < width:
+            raise InputError(f"{file}: column {index} does not exist (the array has {width} columns)")
+    return indices
+
+
+def _load_npy(file: str, path: Path, specs: tuple[str, str]) -> list[np.ndarray]:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise InputError(f"{file}: not a readable .npy file ({error})") from None
+    if not isinstance(array, np.ndarray):
+        raise InputError(f"{file}: not a single .npy array")
+    matrix = _matrix(array, file, "array")
+    return [matrix[:, parse_columns(spec, matrix.shape[1], file)] for spec in specs]
+
+
+def _select(table: dict[str, np.ndarray], spec: str, file: str) -> np.ndarray:
+    names = _names(spec)
+    for name in names:
+        if name not in table:
+            raise InputError(f"{file}: no column named '{name}' (available: {', '.join(table) or 'none'})")
+    if not names:
+        raise InputError(f"{file}: no columns in '{spec}'")
+    return np.column_stack([table[name] for name in names])
+
+
+def _csv_columns(file: str, path: Path, wanted: set[str]) -> dict[str, np.ndarray]:
+    with path.open(newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            raise InputError(f"{file}: empty file (the first line must name the columns)")
+        header = [name.strip() for name in header]
+        missing = sorted(wanted - set(header))
+        if missing:
+            raise InputError(f"{file}: no column named '{missing[0]}' (available: {', '.join(header)})")
+        positions = {name: header.index(name) for name in wanted}
+        values: dict[str, list[float]] = {name: [] for name in wanted}
+        for line, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            for name, position in positions.items():
+                cell = row[position].strip() if position < len(row) else ""
+                try:
+                    values[name].append(float(cell))
+                except ValueError:
+                    raise InputError(
+                        f"{file}: column '{name}', line {line}: '{cell}' is not a number"
+                    ) from None
+    return {name: np.asarray(column) for name, column in values.items()}
+
+
+def _parquet_columns(file: str, path: Path, wanted: set[str]) -> dict[str, np.ndarray]:
+    try:
+        import pyarrow.parquet as parquet
+    except ImportError:
+        raise InputError(f"{file}: reading .parquet needs pyarrow (pip install pyarrow)") from None
+    try:
+        schema = parquet.read_schema(path)
+    except Exception as error:  # pyarrow raises its own ArrowInvalid / OSError types
+        raise InputError(f"{file}: not a readable .parquet file ({error})") from None
+    missing = sorted(wanted - set(schema.names))
+    if missing:
+        raise InputError(f"{file}: no column named '{missing[0]}' (available: {', '.join(schema.names)})")
+    table = parquet.read_table(path, columns=sorted(wanted))
+    columns = {}
+    for name in wanted:
+        column = table.column(name)
+        if column.null_count:
+            raise InputError(f"{file}: column '{name}' has {column.null_count} missing values")
+        columns[name] = _matrix(column.to_numpy(), file, f"column '{name}'")[:, 0]
+    return columns
+
+
+def load_pair(file: str, x_spec: str, y_spec: str) -> tuple[np.ndarray, np.ndarray]:
+    """The two variables as float64 matrices (rows = samples); raises InputError naming file and key."""
+    path = Path(file)
+    if not path.is_file():
+        raise InputError(f"{file}: no such file")
+    suffix = path.suffix.lower()
+    specs = (x_spec, y_spec)
+    if suffix == ".npy":
+        x, y = _load_npy(file, path, specs)
+        labels = (f"columns '{x_spec}'", f"columns '{y_spec}'")
+    elif suffix in (".csv", ".parquet"):
+        wanted = set(_names(x_spec)) | set(_names(y_spec))
+        reader = _csv_columns if suffix == ".csv" else _parquet_columns
+        table = reader(file, path, wanted)
+        x, y = (_matrix(_select(table, spec, file), file, f"columns '{spec}'") for spec in specs)
+        labels = (f"columns '{x_spec}'", f"columns '{y_spec}'")
+    else:  # .npz, and any other name: numpy decides whether it is an archive
+        x, y = _load_npz(file, path, specs)
+        labels = (f"key '{x_spec}'", f"key '{y_spec}'")
+    if x.shape[0] != y.shape[0]:
+        raise InputError(f"{file}: {labels[0]} has {x.shape[0]} rows but {labels[1]} has {y.shape[0]}")
+    if x.shape[0] < MIN_ROWS:
+        raise InputError(f"{file}: {labels[0]} and {labels[1]} have {x.shape[0]} rows; at least 4 are needed")
+    return x, y
