@@ -6,6 +6,7 @@
 
 from .frontend import FrontEndSpec, TextFrontEnd, load_transformer, special_tokens
 from .prepare import attach_windows, encode_frozen, encode_windows
+from .settings import front_end_spec, prepare_text, text_settings, window_spec
 from .windows import WindowSpec, build_dialogue_windows, pad_windows
 
 __all__ = [
@@ -18,5 +19,9 @@ __all__ = [
     "encode_windows",
     "load_transformer",
     "pad_windows",
+    "front_end_spec",
+    "prepare_text",
+    "text_settings",
+    "window_spec",
     "special_tokens",
 ]

@@ -59,7 +59,9 @@ def load_transformer(encoder: str) -> nn.Module:
     """The bare transformer (``AutoModel``) of ``encoder``: the bundled MiniLM, a local directory, or a
     Hugging Face name (from the local cache, downloaded once when missing)."""
     from transformers import AutoModel
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()  # its "Loading weights" bar on every command says nothing
     directory = model_directory(encoder)
     try:
         with hub_offline():

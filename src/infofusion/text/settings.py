@@ -12,66 +12,39 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..data.text_encoder import DEFAULT_ENCODER, load_tokenizer
+from ..config import TextSection, parse_section
+from ..data.text_encoder import load_tokenizer
 from ..data.types import Dataset
-from .frontend import MODES, FrontEndSpec, TextFrontEnd, load_transformer, special_tokens
+from .frontend import FrontEndSpec, TextFrontEnd, load_transformer, special_tokens
 from .prepare import attach_windows, encode_frozen
 from .windows import WindowSpec
 
 
-@dataclass(frozen=True)
-class TextConfig:
-    """The ``text`` section; defaults equal ``BASE_DEFAULTS["text"]``."""
+def text_settings(config: dict) -> TextSection:
+    """The resolved config's ``text`` section, typed (:class:`infofusion.config.TextSection` owns its
+    keys, types and defaults)."""
+    return parse_section(TextSection, config.get("text"), "text")
 
-    mode: str = "sentence"
-    encoder: str = DEFAULT_ENCODER
-    past: int = 3  # preceding turns in a window
-    future: int = 0  # following turns (0: causal, what live serving can see)
-    max_tokens: int = 128
-    speaker_names: bool = True  # turns read "Speaker: text"
-    pooling: str = "target"  # target | cls | window
-    segments: bool = True  # pair segment ids: context 0, target 1
-    finetune_layers: int = 0  # finetune: the top N layers learn; 0 = all
-    layer_decay: float = 0.9
-    lr: float = 5.0e-5  # the transformer's learning rate (top layer)
-    weight_decay: float = 0.01
 
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"text.mode must be one of {MODES}, got {self.mode!r}")
-        self.window_spec(), self.front_end_spec()  # validates the rest
+def window_spec(text: TextSection) -> WindowSpec:
+    return WindowSpec(text.past, text.future, text.max_tokens, text.speaker_names)
 
-    @classmethod
-    def from_config(cls, config: dict) -> TextConfig:
-        section = dict(config.get("text") or {})
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in section.items() if k in known})
 
-    @property
-    def active(self) -> bool:
-        return self.mode != "sentence"
-
-    def window_spec(self) -> WindowSpec:
-        return WindowSpec(self.past, self.future, self.max_tokens, self.speaker_names)
-
-    def front_end_spec(self) -> FrontEndSpec:
-        return FrontEndSpec(
-            self.encoder, self.mode, self.pooling, self.segments, self.finetune_layers, self.layer_decay
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+def front_end_spec(text: TextSection) -> FrontEndSpec:
+    mode = "frozen" if text.mode == "sentence" else text.mode
+    return FrontEndSpec(
+        text.encoder, mode, text.pooling, text.segments, text.finetune_layers, text.layer_decay
+    )
 
 
 def prepare_text(
     dataset: Dataset,
-    text: TextConfig,
+    text: TextSection,
     model_needs_windows: bool = False,
     cache_dir: str | Path | None = None,
 ) -> bool:
@@ -79,14 +52,14 @@ def prepare_text(
 
     Returns whether the windows stay on the utterances for the model's own front end.
     """
-    if not text.active or "text" not in dataset.modalities:
+    if text.mode == "sentence" or "text" not in dataset.modalities:
         return False
     tokenizer = load_tokenizer(text.encoder)
     special = special_tokens(tokenizer)
-    attach_windows(dataset, tokenizer, special, text.window_spec())
+    attach_windows(dataset, tokenizer, special, window_spec(text))
     if text.mode == "frozen" and not model_needs_windows:
-        front_end = TextFrontEnd(text.front_end_spec(), load_transformer(text.encoder))
-        encode_frozen(dataset, front_end, special.pad, text.window_spec().key(), cache_dir)
+        front_end = TextFrontEnd(front_end_spec(text), load_transformer(text.encoder))
+        encode_frozen(dataset, front_end, special.pad, window_spec(text).key(), cache_dir)
         for split in dataset.splits.values():
             for dialogue in split:
                 for utterance in dialogue.utterances:

@@ -1,0 +1,90 @@
+"""Training end to end through the text front end, on a tiny dialogue CSV and a tiny random BERT."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from data_factories import write_dialogue_csvs
+from infofusion.config import resolve_config
+from infofusion.text.windows import TURN
+from infofusion.trainer import Trainer, load_data_for_config
+from text_fixtures import save_tiny_bert
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory) -> str:
+    return str(save_tiny_bert(tmp_path_factory.mktemp("tiny-bert")))
+
+
+@pytest.fixture()
+def dialogue_csvs(tmp_path):
+    directory = tmp_path / "csv"
+    write_dialogue_csvs(directory, "plain", dialogues={"train": 6, "valid": 2, "test": 2}, utterances=5)
+    return directory
+
+
+def text_config(model: str, data, encoder: str, cache, *overrides: str) -> dict:
+    settings = [
+        f"data.spec={data}",
+        f"data.cache_dir={cache}",
+        f"text.encoder={encoder}",
+        "train.epochs=2",
+        "train.batch_size=2",
+        *overrides,
+    ]
+    return resolve_config(model, None, settings)
+
+
+def front_end_weights(trainer: Trainer) -> dict[str, torch.Tensor]:
+    front_end = trainer.model.text_front_end
+    return {name: value.detach().clone() for name, value in front_end.named_parameters()}
+
+
+@pytest.mark.parametrize("model", ["bc_lstm", "late_fusion"])
+def test_finetune_trains_the_transformer_end_to_end(tmp_path, dialogue_csvs, tiny_encoder, model):
+    config = text_config(model, dialogue_csvs, tiny_encoder, tmp_path / "cache", "text.mode=finetune")
+    dataset = load_data_for_config(config)
+    utterance = dataset.splits["train"][0].utterances[2]
+    assert utterance.window is not None and set(utterance.window[TURN].tolist()) == {0, 1, 2}
+    trainer = Trainer(config, tmp_path / "run", dataset=dataset, echo=lambda _: None)
+    before = front_end_weights(trainer)
+    metrics = trainer.fit()
+    after = front_end_weights(trainer)
+    assert 0.0 <= metrics["valid"]["weighted_f1"] <= 1.0
+    assert any(not torch.equal(before[name], after[name]) for name in before)
+    # the transformer learns at text.lr, the rest at train.lr
+    rates = sorted({group["lr"] for group in trainer.optimizer.param_groups})
+    assert rates[-1] == pytest.approx(config["train"]["lr"])
+    assert rates[0] < config["text"]["lr"] <= rates[-2] * 1.0001
+
+
+def test_frozen_vectors_are_computed_once_and_cached(tmp_path, dialogue_csvs, tiny_encoder):
+    cache = tmp_path / "cache"
+    config = text_config("bc_lstm", dialogue_csvs, tiny_encoder, cache, "text.mode=frozen")
+    dataset = load_data_for_config(config)
+    first = dataset.splits["train"][1].utterances[3]
+    assert first.window is None  # the vectors replaced the windows: the model reads plain features
+    assert first.features["text"].shape == (32,)
+    cached = list((cache / "text-windows").glob("*.npy"))
+    assert len(cached) == 1
+    again = load_data_for_config(config).splits["train"][1].utterances[3]
+    assert (again.features["text"] == first.features["text"]).all()
+    # a different window gives different vectors (and another cache entry)
+    causal = load_data_for_config(
+        text_config("bc_lstm", dialogue_csvs, tiny_encoder, cache, "text.mode=frozen", "text.past=0")
+    )
+    assert not (causal.splits["train"][1].utterances[3].features["text"] == first.features["text"]).all()
+    assert len(list((cache / "text-windows").glob("*.npy"))) == 2
+    trainer = Trainer(config, tmp_path / "run", dataset=dataset, echo=lambda _: None)
+    assert trainer.model.text_front_end is None
+    assert 0.0 <= trainer.fit()["valid"]["weighted_f1"] <= 1.0
+
+
+def test_sentence_mode_keeps_the_sentence_vectors(tmp_path, dialogue_csvs, tiny_encoder):
+    config = text_config(
+        "bc_lstm", dialogue_csvs, tiny_encoder, tmp_path / "cache", "data.encoder=hashing-16"
+    )
+    dataset = load_data_for_config(config)
+    assert dataset.splits["train"][0].utterances[0].window is None
+    assert dataset.feature_dim("text") == 16
