@@ -13,13 +13,13 @@ import yaml
 pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
 
-from infofusion import export as export_module  # noqa: E402
+from infofusion.inference import onnx as export_module  # noqa: E402
 from infofusion.cli import main  # noqa: E402
 from infofusion.config import resolve_config  # noqa: E402
 from infofusion.data import load_dataset  # noqa: E402
 from infofusion.data.batching import collate  # noqa: E402
 from infofusion.data.types import Dialogue, Utterance  # noqa: E402
-from infofusion.export import ExportError, batch_inputs, export_onnx  # noqa: E402
+from infofusion.inference.onnx import ExportError, batch_inputs, export_onnx  # noqa: E402
 from infofusion.inference import Predictor  # noqa: E402
 from infofusion.models import MODELS, DataInfo, build_model  # noqa: E402
 
@@ -64,10 +64,7 @@ def onnx_outputs(
         for row, dialogue in enumerate(prepared):
             present[row, : len(dialogue.present)] = torch.tensor([o[modality] for o in dialogue.present])
         batch.present[modality] = present
-    for modality, stats in (predictor.info.feature_scaling or {}).items():
-        # The graph takes raw features (it standardises them itself); prepare gave scaled ones.
-        mean, std = torch.tensor(stats["mean"]), torch.tensor(stats["std"])
-        batch.features[modality] = batch.features[modality] * std + mean
+    # The graph takes raw features, as prepare gives them (the model standardises its own inputs).
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     output = session.run(None, batch_inputs(batch, inputs))[0]
     return output[batch.mask.numpy()]

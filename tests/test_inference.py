@@ -14,7 +14,8 @@ import torch
 import yaml
 
 from data_factories import write_conversation_pickle, write_csv, write_dialogue_csvs
-from infofusion.cli import load_run, main
+from infofusion.cli import main
+from infofusion.trainer import Trainer
 from infofusion.config import ConfigError
 from infofusion.data import load_dataset
 from infofusion.data.batching import collate
@@ -84,7 +85,7 @@ def test_predictor_matches_the_trainer_on_every_batch_size(runs, model, capsys):
     data = read_dataset_dialogues("synthetic", predictor)
     test = [d for d, split in zip(data.dialogues, data.splits, strict=True) if split == "test"]
     results = predictor.predict(test, labels=True, label_names=data.label_names)
-    expected = load_run(runs[model], None).predict("test")
+    expected = Trainer.from_run(runs[model], None).predict("test")
     np.testing.assert_allclose(probabilities(results), expected["probabilities"], atol=1e-5)
     # Padding never leaks into predictions: one dialogue (utterance) per pass gives the same numbers.
     alone = predictor.predict(test, batch_size=1)

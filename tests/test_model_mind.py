@@ -17,7 +17,7 @@ from infofusion.data.synthetic import make_synthetic
 from infofusion.models import DataInfo, build_model
 from infofusion.models import mind as mind_module
 from infofusion.trainer import Trainer
-from infofusion.tsne import collect_mind_representations, plot_tsne, tsne_figure
+from infofusion.workflow.plots import collect_component_codes, plot_codes, write_codes_figure
 
 SMALL = {"dialogues": {"train": 8, "valid": 4, "test": 4}, "max_utterances": 6}
 TINY_NETWORKS = ["model.hidden=16", "mind.critic_hidden=16", "mind.fusion_dim=16"]
@@ -234,23 +234,23 @@ def assert_real_png(path):
 def test_tsne_png_from_a_model(tmp_path):
     data = make_synthetic(SMALL)
     model = build_model("mind", DataInfo.from_dataset(data), config())
-    representations, labels = collect_mind_representations(model, loader_for(data, "valid"))
+    representations, labels = collect_component_codes(model, loader_for(data, "valid"))
     assert set(representations) == {f"{k}/{m}" for k in "SPN" for m in ("text", "audio", "visual")}
     assert len(labels) == len(representations["S/text"])
-    assert_real_png(tsne_figure(representations, labels, tmp_path / "tsne.png"))
+    assert_real_png(write_codes_figure(representations, labels, tmp_path / "tsne.png"))
 
 
 def test_plot_tsne_from_a_run_folder(tmp_path):
     run_config = config("train.epochs=1", "data.dialogues={train: 6, valid: 3, test: 3}")
     Trainer(run_config, tmp_path / "run", echo=lambda _: None).fit()
-    written = plot_tsne(tmp_path / "run", None, "test", tmp_path / "figure" / "tsne.png")
+    written = plot_codes(tmp_path / "run", None, "test", tmp_path / "figure" / "tsne.png")
     assert written == tmp_path / "figure" / "tsne.png"
     assert_real_png(written)
 
 
 def test_tsne_needs_s_p_or_n_codes(tmp_path):
     with pytest.raises(ValueError, match="no S/, P/ or N/"):
-        tsne_figure({"Z/text": np.zeros((4, 2))}, None, tmp_path / "unused.png")
+        write_codes_figure({"Z/text": np.zeros((4, 2))}, None, tmp_path / "unused.png")
     assert not (tmp_path / "unused.png").exists()
 
 

@@ -20,7 +20,7 @@ from infofusion import __version__  # noqa: E402
 from infofusion.cli import main  # noqa: E402
 from infofusion.data import load_dataset  # noqa: E402
 from infofusion.inference import Predictor  # noqa: E402
-from infofusion.serve import ServiceLimits, create_app  # noqa: E402
+from infofusion.inference.http import ServiceLimits, create_app  # noqa: E402
 from test_inference import train  # noqa: E402  (one-epoch CLI training, shared)
 
 torch.set_num_threads(1)

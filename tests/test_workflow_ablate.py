@@ -47,8 +47,8 @@ def test_ablate_table_csv_and_reuse(tmp_path, capsys, monkeypatch):
 
     # A rerun trains nothing that is finished; one more seed trains exactly the two missing runs.
     trained = []
-    real_run_training = ablate.run_training
-    monkeypatch.setattr(ablate, "run_training", lambda config, out_dir, resume: trained.append(out_dir))
+    real_run_training = ablate.train
+    monkeypatch.setattr(ablate, "train", lambda config, out_dir, resume: trained.append(out_dir))
     code, again, _ = ablate_cli(capsys, grid, output, "--seeds", "2", "--epochs", "1")
     assert code == 0 and trained == [] and again.count("reusing") == 4
     assert again[again.index("| setting") :] == out[out.index("| setting") :]
@@ -57,7 +57,7 @@ def test_ablate_table_csv_and_reuse(tmp_path, capsys, monkeypatch):
         trained.append(out_dir)
         return real_run_training(config, out_dir, resume)
 
-    monkeypatch.setattr(ablate, "run_training", counted_run_training)
+    monkeypatch.setattr(ablate, "train", counted_run_training)
     code, _, _ = ablate_cli(capsys, grid, output, "--seeds", "3", "--epochs", "1")
     assert code == 0
     assert trained == [output / "full" / "seed_3", output / "text_only" / "seed_3"]

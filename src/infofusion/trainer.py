@@ -8,28 +8,29 @@ Model selection looks at the validation split only; test is evaluated once, on t
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 import torch
-import yaml
 
-from .config import config_hash
+from .config import config_hash, train_settings
 from .data import load_dataset
 from .data.batching import Batch, DialogueLoader, as_utterance_dialogues
-from .data.standardize import standardize_dataset, training_statistics
+from .data.provenance import data_provenance
+from .data.standardize import check_statistics, training_statistics
 from .data.types import Dataset
 from .distributed import DistributedContext, wrap_for_training
 from .metrics import classification_metrics, default_selection_metric, is_improvement, regression_metrics
 from .models import DataInfo, InfoFusionModel, build_model, get_model_class
+from .models.base import probabilities
 from .runinfo import run_information
+from .runs import RunDir
 
 # Environment hook for tests: hard-exit (as a kill would) right after the checkpoint of this epoch.
 KILL_AFTER_EPOCH_ENV = "INFOFUSION_KILL_AFTER_EPOCH"
@@ -40,19 +41,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """Write to a temporary file in the same folder, then rename: a kill never leaves half a file."""
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(obj, temporary)
-    os.replace(temporary, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
 
 
 def load_data_for_config(config: dict) -> Dataset:
@@ -80,6 +68,28 @@ def restore_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
 
 
+class StandardizedLoader:
+    """A data loader whose batches the model has standardised (``data.standardize``; a no-op without)."""
+
+    def __init__(self, loader: DialogueLoader, standardize: Callable[[Batch], Batch]) -> None:
+        self.loader = loader
+        self.standardize = standardize
+
+    @property
+    def dialogues(self) -> list:
+        return self.loader.dialogues
+
+    def set_epoch(self, epoch: int) -> None:
+        self.loader.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Batch]:
+        for batch in self.loader:
+            yield self.standardize(batch)
+
+
 class Trainer:
     def __init__(
         self,
@@ -92,15 +102,16 @@ class Trainer:
     ) -> None:
         self.config = config
         self.train_config = config["train"]
+        self.settings = train_settings(config)
         self.output = Path(output_dir)
-        self.output.mkdir(parents=True, exist_ok=True)
+        self.run_dir = RunDir(self.output).create()
         self.callbacks = list(callbacks or [])
         # Under torchrun every process trains; only rank 0 writes files and prints.
         self.distributed = DistributedContext.from_environment()
         self.echo = echo or (lambda message: print(message, flush=True))
         if not self.distributed.is_main:
             self.echo = lambda _: None
-        threads = int(self.train_config.get("threads") or 0)
+        threads = self.settings.threads
         if threads > 0:
             torch.set_num_threads(threads)
         self.seed = int(config.get("seed", 0))
@@ -109,14 +120,18 @@ class Trainer:
         self.dataset = dataset if dataset is not None else load_data_for_config(config)
         # A trained model keeps the data description it was built with (speaker vocabulary, classes).
         self.info = info if info is not None else DataInfo.from_dataset(self.dataset)
+        if info is None:
+            # Decided now, while the data's files are where the config says (data/provenance.py).
+            self.info.provenance = data_provenance(config["data"], self.info.modalities)
         if info is None and config["data"].get("standardize"):
             self.info.feature_scaling = training_statistics(self.dataset)
         if self.info.feature_scaling:
-            # Saved statistics when a trained model meets data again: never refit on other data.
-            self.dataset = standardize_dataset(self.dataset, self.info.feature_scaling)
+            # Saved statistics when a trained model meets data again: never refit on other data. The
+            # model applies them (InfoFusionModel.standardize) to every batch of the loaders below.
+            check_statistics(self.dataset, self.info.feature_scaling)
         model_class = get_model_class(config["model_name"])
         self.model: InfoFusionModel = build_model(config["model_name"], self.info, config)
-        self.device = self.distributed.device(self.train_config.get("device"))
+        self.device = self.distributed.device(self.settings.device)
         self.distributed.join(self.device)
         self.model.to(self.device)
         self.loss_module = wrap_for_training(self.model, self.distributed, self.device)
@@ -131,29 +146,34 @@ class Trainer:
             for stage in self.stages
         ]
         optimizer_class = (
-            torch.optim.AdamW if self.train_config.get("optimizer") == "adamw" else torch.optim.Adam
+            torch.optim.AdamW if self.settings.optimizer == "adamw" else torch.optim.Adam
         )
         self.optimizer = optimizer_class(self.model.parameter_groups(self.train_config))
 
-        metric = self.train_config.get("select_metric", "auto")
+        metric = self.settings.select_metric
         self.select_metric = default_selection_metric(self.info.task) if metric in (None, "auto") else metric
         self.utterance_level = model_class.unit == "utterance"
         self.loaders = {
             split: self._loader(split, shuffle=(split == "train")) for split in self.dataset.splits
         }
-        self.history_path = self.output / "history.jsonl"
-        self.last_path = self.output / "last.pt"
-        self.best_path = self.output / "best.pt"
+
+    @classmethod
+    def from_run(
+        cls, run_dir: str | Path, data: str | None = None, overrides: list[str] | None = None
+    ) -> Trainer:
+        """A trainer around a finished run's best checkpoint, optionally on other data (``data``)."""
+        loaded = RunDir(run_dir).load(data, overrides)
+        trainer = cls(loaded.config, run_dir, echo=lambda _: None, info=loaded.info)
+        trainer.model.load_state_dict(loaded.best_state["model"])
+        return trainer
 
     # -- data -----------------------------------------------------------------------------------------
-    def _loader(self, split: str, shuffle: bool) -> DialogueLoader:
+    def _loader(self, split: str, shuffle: bool) -> StandardizedLoader:
         dialogues = self.dataset.splits[split]
         if self.utterance_level:
             dialogues = as_utterance_dialogues(dialogues)
-        batch_size = (
-            self.train_config["batch_size"] if shuffle else self.train_config.get("eval_batch_size", 64)
-        )
-        return DialogueLoader(
+        batch_size = self.settings.batch_size if shuffle else self.settings.eval_batch_size
+        loader = DialogueLoader(
             dialogues,
             batch_size,
             self.info.modalities,
@@ -165,13 +185,14 @@ class Trainer:
             num_shards=self.distributed.world_size if shuffle else 1,
             shard=self.distributed.rank if shuffle else 0,
         )
+        return StandardizedLoader(loader, self.model.standardize)
 
-    def loader(self, split: str) -> DialogueLoader:
+    def loader(self, split: str) -> StandardizedLoader:
         return self.loaders[split]
 
     def _drop_modalities(self, batch: Batch) -> Batch:
         """Modality dropout: hide whole modalities of random utterances, never all of one utterance."""
-        rate = float(self.train_config.get("modality_dropout") or 0.0)
+        rate = float(self.settings.modality_dropout or 0.0)
         if rate <= 0 or len(self.info.modalities) < 2:
             return batch
         keep = torch.rand(len(self.info.modalities), *batch.mask.shape) >= rate
@@ -192,7 +213,7 @@ class Trainer:
         self.model.train()
         loader = self.loaders["train"]
         loader.set_epoch(epoch)
-        clip = float(self.train_config.get("clip") or 0.0)
+        clip = float(self.settings.clip or 0.0)
         sums: dict[str, float] = {}
         batches = 0
         batches_iter = loader
@@ -243,9 +264,9 @@ class Trainer:
         stacked = torch.cat(outputs)
         result = {"labels": torch.cat(labels).numpy()}
         if self.info.task == "classification":
-            probabilities = torch.softmax(stacked, dim=-1)
-            result["probabilities"] = probabilities.numpy()
-            result["predictions"] = probabilities.argmax(dim=-1).numpy()
+            chances = probabilities(stacked)
+            result["probabilities"] = chances.numpy()
+            result["predictions"] = chances.argmax(dim=-1).numpy()
         else:
             result["predictions"] = stacked.reshape(-1).numpy()
         return result
@@ -275,7 +296,7 @@ class Trainer:
 
     def _restore(self) -> tuple[int, float | None, int, bool]:
         # weights_only: a checkpoint is data, never code; RNG states are plain tensors and tuples.
-        state = torch.load(self.last_path, map_location=self.device, weights_only=True)
+        state = self.run_dir.load_last(self.device)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         for optimizer, saved in zip(self.stage_optimizers, state["stage_optimizers"], strict=True):
@@ -283,31 +304,21 @@ class Trainer:
         restore_rng_state(state["rng"])
         return state["epoch"] + 1, state["best_score"], state["bad_epochs"], state["finished"]
 
-    def _truncate_history(self, before_epoch: int) -> None:
-        if not self.history_path.exists():
-            return
-        kept = [
-            line
-            for line in self.history_path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line)["epoch"] < before_epoch
-        ]
-        atomic_write_text(self.history_path, "".join(line + "\n" for line in kept))
-
     # -- the run --------------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict:
         start_epoch, best, bad_epochs, finished = 0, None, 0, False
-        if resume and self.last_path.exists():
+        if resume and self.run_dir.last_path.exists():
             start_epoch, best, bad_epochs, finished = self._restore()
             self.echo(f"resuming from epoch {start_epoch}")
         writer = self.distributed.is_main
         if writer:
-            self._truncate_history(start_epoch)
+            self.run_dir.truncate_history(start_epoch)
             if start_epoch == 0:
-                self.history_path.write_text("", encoding="utf-8")
+                self.run_dir.start_history()
             self._write_run_files()
 
-        epochs = int(self.train_config["epochs"])
-        patience = int(self.train_config.get("patience") or epochs)
+        epochs = int(self.settings.epochs)
+        patience = int(self.settings.patience or epochs)
         kill_after = os.environ.get(KILL_AFTER_EPOCH_ENV)
         epoch = start_epoch
         while not finished and epoch < epochs:
@@ -319,14 +330,13 @@ class Trainer:
             if improved:
                 best, bad_epochs = score, 0
             if improved and writer:
-                atomic_torch_save(
+                self.run_dir.write_best(
                     {
                         "model": self.model.state_dict(),
                         "epoch": epoch,
                         "config": self.config,
                         "info": self.info.to_dict(),
-                    },
-                    self.best_path,
+                    }
                 )
             if not improved:
                 bad_epochs += 1
@@ -340,9 +350,8 @@ class Trainer:
                 "diagnostics": self.model.epoch_diagnostics(self.loaders["valid"]),
             }
             if writer:
-                with self.history_path.open("a", encoding="utf-8") as history:
-                    history.write(json.dumps(record) + "\n")
-                atomic_torch_save(self._checkpoint(epoch, best, bad_epochs, finished), self.last_path)
+                self.run_dir.append_history(record)
+                self.run_dir.write_last(self._checkpoint(epoch, best, bad_epochs, finished))
                 self._report_epoch(record, epochs)
                 for callback in self.callbacks:
                     callback(record)
@@ -353,7 +362,7 @@ class Trainer:
 
     def load_best(self) -> int:
         """Load the best checkpoint's weights; returns its epoch."""
-        state = torch.load(self.best_path, map_location=self.device, weights_only=True)
+        state = self.run_dir.load_best_state(self.device)
         self.model.load_state_dict(state["model"])
         return int(state["epoch"])
 
@@ -364,11 +373,11 @@ class Trainer:
         if "test" in self.dataset.splits and self.dataset.splits["test"]:
             metrics["test"] = self.evaluate("test")
         if self.distributed.is_main:
-            atomic_write_text(self.output / "metrics.json", json.dumps(metrics, indent=2))
+            self.run_dir.write_metrics(metrics)
         return metrics
 
     def _write_run_files(self) -> None:
-        atomic_write_text(self.output / "config.yaml", yaml.safe_dump(self.config, sort_keys=False))
+        self.run_dir.write_config(self.config)
         info = run_information(self.config)
         info["config_hash"] = config_hash(self.config)
         info["data"] = {
@@ -376,7 +385,7 @@ class Trainer:
             "source": self.dataset.source,
             "sizes": {s: sum(len(d) for d in ds) for s, ds in self.dataset.splits.items()},
         }
-        atomic_write_text(self.output / "run.json", json.dumps(info, indent=2, default=str))
+        self.run_dir.write_run_info(info)
 
     def _report_epoch(self, record: dict, epochs: int) -> None:
         select = record["select"]
@@ -391,3 +400,24 @@ class Trainer:
             Console().print(line, style="bold green" if mark else None)
         else:
             self.echo(line)
+
+
+
+class EpochLogger(Protocol):
+    """An epoch callback holding something to close when the run ends (a TensorBoard writer...)."""
+
+    def __call__(self, record: dict) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def train(config: dict, output: Path, resume: bool = False, loggers: Sequence[EpochLogger] = ()) -> dict:
+    """Train ``config`` into the run folder ``output``: its metrics, with ``seconds`` of wall time."""
+    started = time.perf_counter()
+    try:
+        metrics = Trainer(config, output, callbacks=list(loggers)).fit(resume=resume)
+    finally:
+        for logger in loggers:
+            logger.close()
+    metrics["seconds"] = round(time.perf_counter() - started, 2)
+    return metrics

@@ -4,8 +4,10 @@ Feature files differ wildly in scale (the MOSI bc-LSTM audio vectors have a stan
 and values up to 356 next to unit-scale text vectors), which slows learning and distorts the MI critics.
 With ``data.standardize=true`` every modality's features become ``(x - mean) / std`` per dimension, the
 mean and std taken over the training split's utterances (frames too, for sequences) only, so no statistic
-ever sees validation or test data. The statistics travel with the trained model (``DataInfo``), so
-evaluation on other data and inference apply the very same transform.
+ever sees validation or test data. This module computes the statistics; they travel with the trained
+model (``DataInfo.feature_scaling``), which applies them to its own inputs as buffers
+(``InfoFusionModel.standardize``), so training, evaluation on other data, inference and an exported graph
+share the very same transform.
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ def standardize_dialogues(dialogues: list[Dialogue], scaling: Scaling) -> list[D
     ]
 
 
-def standardize_dataset(dataset: Dataset, scaling: Scaling) -> Dataset:
+def check_statistics(dataset: Dataset, scaling: Scaling) -> None:
+    """Statistics of another data set's dimensions are a :class:`DataError` naming the modality."""
     dims = {m: len(s["mean"]) for m, s in scaling.items()}
     for modality, dim in dims.items():
         if modality in dataset.modalities and dataset.feature_dim(modality) != dim:
@@ -73,6 +76,12 @@ def standardize_dataset(dataset: Dataset, scaling: Scaling) -> Dataset:
                 file=dataset.source,
                 field=modality,
             )
+
+
+def standardize_dataset(dataset: Dataset, scaling: Scaling) -> Dataset:
+    """A scaled copy of a data set (for looking at the data; a model scales its own inputs, see
+    ``InfoFusionModel.standardize``)."""
+    check_statistics(dataset, scaling)
     splits = {name: standardize_dialogues(dialogues, scaling) for name, dialogues in dataset.splits.items()}
     return dataclasses.replace(dataset, splits=splits)
 

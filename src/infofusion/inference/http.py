@@ -29,9 +29,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import __version__
-from .data.types import DataError, Dialogue, Utterance
-from .inference import DialoguePrediction, Predictor, PreparedDialogue
+from .. import __version__
+from ..data.types import DataError, Dialogue, Utterance
+from .outputs import DialoguePrediction
+from .predictor import Predictor, PreparedDialogue
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 Clock = Callable[[], float]

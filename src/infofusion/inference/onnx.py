@@ -20,7 +20,7 @@ Exporters, in order; the first whose graph passes the check is kept:
 1. TorchScript (``torch.onnx.export(..., dynamo=False)``): maps the dialogue LSTMs' packed sequences
    (bc-LSTM, MMMIE) to ONNX ``LSTM`` with ``sequence_lens``, keeping both axes dynamic. Frame LSTMs are
    run without packing while tracing (:func:`traceable_frame_lstms`, same numbers), because the exporter
-   fails on a packed LSTM's final state.
+   fails on a packed LSTM's final state (``models.layers.traceable_frame_lstms``).
 2. dynamo (``dynamo=True``): cannot trace ``pack_padded_sequence`` at all, and torch.export unrolls an
    LSTM over a fixed length, but it keeps attention reshapes dynamic where the TorchScript graph fixes
    them (MulT on frame sequences).
@@ -34,10 +34,7 @@ from __future__ import annotations
 
 import json
 import re
-import types
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,11 +43,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import ConfigError
-from .data.batching import Batch
-from .inference import Predictor
-from .models import DataInfo, InfoFusionModel
-from .models.layers import FrameLSTM
+from ..config import ConfigError
+from ..data.batching import Batch
+from ..models import DataInfo, InfoFusionModel
+from ..models.base import probabilities
+from ..models.layers import traceable_frame_lstms
+from ..runs import RunDir
+from .predictor import Predictor
 
 FORMAT = "infofusion-onnx"
 FORMAT_VERSION = 1
@@ -79,10 +78,6 @@ class TensorModel(nn.Module):
                 self.input_names.append(f"frames_{modality}")
             self.input_names.append(f"present_{modality}")
         self.output_name = "probabilities" if info.task == "classification" else "values"
-        # data.standardize: the graph takes raw features and scales them as training did.
-        for modality, stats in (getattr(info, "feature_scaling", None) or {}).items():
-            self.register_buffer(f"mean_{modality}", torch.tensor(stats["mean"], dtype=torch.float32))
-            self.register_buffer(f"std_{modality}", torch.tensor(stats["std"], dtype=torch.float32))
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         named = dict(zip(self.input_names, inputs, strict=True))
@@ -91,14 +86,8 @@ class TensorModel(nn.Module):
         speakers, global_speakers = named["speakers"], named["global_speakers"]
         features, frames, present = {}, {}, {}
         for modality in self.info.modalities:
-            values, observed = named[f"features_{modality}"], named[f"present_{modality}"]
-            if hasattr(self, f"mean_{modality}"):
-                values = (values - getattr(self, f"mean_{modality}")) / getattr(self, f"std_{modality}")
-                # Missing modalities and padding are zeros after scaling, as in the trainer and Predictor.
-                shape = observed.shape + (1,) * (values.dim() - 2)
-                values = values * observed.reshape(shape).to(values.dtype)
-            features[modality] = values
-            present[modality] = observed
+            features[modality] = named[f"features_{modality}"]
+            present[modality] = named[f"present_{modality}"]
             if self.info.sequence[modality]:
                 frames[modality] = named[f"frames_{modality}"]
         if self.utterance_level:
@@ -123,43 +112,16 @@ class TensorModel(nn.Module):
             None,
             present,
         )
-        predictions = self.model(batch).predictions
+        # The graph takes raw features: the model standardises them as in training (data.standardize).
+        predictions = self.model(self.model.standardize(batch)).predictions
         if self.info.task == "classification":
-            return torch.softmax(predictions, dim=-1).reshape(dialogues, utterances, -1)
+            return probabilities(predictions).reshape(dialogues, utterances, -1)
         return predictions.reshape(dialogues, utterances)
-
-
-def _last_real_frame(self: FrameLSTM, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """FrameLSTM's result without packing: a one-layer forward LSTM's output at the last real frame is
-    the final hidden state of the packed run, since padding frames come after it."""
-    output, _ = self.lstm(frames)
-    last = (lengths.clamp(min=1) - 1).to(torch.long).reshape(-1, 1, 1).expand(-1, 1, output.shape[-1])
-    return self.dropout(output.gather(1, last.to(output.device)).squeeze(1))
-
-
-@contextmanager
-def traceable_frame_lstms(model: nn.Module) -> Iterator[None]:
-    """While exporting, run every :class:`FrameLSTM` without ``pack_padded_sequence``.
-
-    The TorchScript exporter fails on the final hidden state of a packed LSTM (an internal range check),
-    and dynamo cannot trace packing at all. The replacement computes the same numbers; the export check
-    compares the graph with the unpatched model.
-    """
-    patched = [module for module in model.modules() if isinstance(module, FrameLSTM)]
-    for module in patched:
-        if module.lstm.num_layers != 1 or module.lstm.bidirectional:
-            raise ExportError("frame LSTMs with several layers or two directions have no traceable form")
-        module.forward = types.MethodType(_last_real_frame, module)
-    try:
-        yield
-    finally:
-        for module in patched:
-            del module.forward  # back to the class's method
 
 
 def exportable(predictor: Predictor) -> None:
     """Raise :class:`ExportError` for a model the tensor-only graph cannot represent."""
-    if getattr(predictor.model, "text_transformer", None) is not None:
+    if predictor.model.reads_transcripts:
         raise ExportError(
             f"{predictor.model_name} reads transcripts or token ids through its own Hugging Face transformer "
             "(mmim.text_encoder=transformer); the ONNX graph takes feature tensors only. Retrain with "
@@ -257,7 +219,7 @@ def export_onnx(
     run_dir = Path(run_dir)
     predictor = predictor or Predictor.from_run(run_dir)
     exportable(predictor)
-    path = Path(output) if output is not None else run_dir / "model.onnx"
+    path = Path(output) if output is not None else RunDir(run_dir).onnx_path
     path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = TensorModel(predictor.model, predictor.info, predictor.utterance_level).eval()
     example = example_inputs(predictor.info, 2, 3)

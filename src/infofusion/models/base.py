@@ -8,6 +8,7 @@ before the main step on every batch. The main optimiser never sees a stage's par
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -35,6 +36,8 @@ class DataInfo:
     class_names: list[str] | None = None
     # data.standardize: per-modality training mean/std, applied to every input the model ever sees.
     feature_scaling: dict[str, dict[str, list[float]]] | None = None
+    # How the features were made (data.provenance), recorded at training time for inference.
+    provenance: dict | None = None
 
     @classmethod
     def from_dataset(cls, dataset: Dataset) -> DataInfo:
@@ -55,6 +58,11 @@ class DataInfo:
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
+
+
+def probabilities(scores: torch.Tensor) -> torch.Tensor:
+    """A classifier's scores ``(..., C)`` as class probabilities: the one place they are turned so."""
+    return torch.softmax(scores, dim=-1)
 
 
 @dataclass
@@ -80,6 +88,10 @@ class InfoFusionModel(nn.Module):
     name: ClassVar[str] = "base"
     # "utterance": the trainer feeds one-utterance dialogues, batch size counts utterances.
     unit: ClassVar[str] = "dialogue"
+    # Capabilities inference, export and plots rely on, declared here instead of probed:
+    has_component_codes: ClassVar[bool] = False  # collect_codes(loader): shared/private/noise codes
+    has_fusion_representation: ClassVar[bool] = True  # forward's representations hold "fusion"
+    can_read_transcripts: ClassVar[bool] = False  # may encode transcripts itself (see reads_transcripts)
 
     def __init__(self, info: DataInfo, config: dict) -> None:
         super().__init__()
@@ -87,6 +99,36 @@ class InfoFusionModel(nn.Module):
         self.config = config
         self.hparams: dict[str, Any] = {**section(config, "model"), **section(config, self.name)}
         self._step_encoding: tuple[Batch, Any] | None = None
+        # data.standardize: the training statistics as (non-persistent) buffers, so they follow the
+        # model to its device and into an exported graph; the checkpoint's DataInfo holds them.
+        for modality, stats in (info.feature_scaling or {}).items():
+            self.register_buffer(f"feature_mean_{modality}", torch.tensor(stats["mean"]), persistent=False)
+            self.register_buffer(f"feature_std_{modality}", torch.tensor(stats["std"]), persistent=False)
+
+    @property
+    def reads_transcripts(self) -> bool:
+        """This model encodes transcripts (or token ids) itself: inputs bring text, never text vectors."""
+        return False
+
+    def standardize(self, batch: Batch) -> Batch:
+        """``(x - mean) / std`` per dimension with the training statistics (``data.standardize``), the
+        one place inputs are scaled. Missing modalities, padding utterances and padding frames stay zero,
+        as a model trained on scaled data saw them. A new batch; ``batch`` is left as it was."""
+        if not self.info.feature_scaling:
+            return batch
+        features = dict(batch.features)
+        for modality in self.info.feature_scaling:
+            if modality not in features:
+                continue
+            values = features[modality]
+            mean = self.get_buffer(f"feature_mean_{modality}").to(values.device)
+            std = self.get_buffer(f"feature_std_{modality}").to(values.device)
+            keep = batch.present.get(modality, batch.mask)
+            if values.dim() == 4:  # frames: (B, U, T, D) with frame_lengths (B, U)
+                frames = torch.arange(values.shape[2], device=values.device)
+                keep = keep[..., None] & (frames < batch.frame_lengths[modality][..., None])
+            features[modality] = (values - mean) / std * keep[..., None].to(values.dtype)
+        return dataclasses.replace(batch, features=features)
 
     # -- one encoder pass per training step ---------------------------------------------------------
     def encode_for_stage(self, batch: Batch, encode: Callable[[Batch], Any]) -> Any:

@@ -4,6 +4,8 @@ over a dialogue's utterances, transformer positions, and a zero loss for batches
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -29,13 +31,41 @@ class FrameLSTM(nn.Module):
         super().__init__()
         self.lstm = nn.LSTM(input_dim, hidden_dim, batch_first=True)
         self.dropout = nn.Dropout(dropout)
+        # Set while exporting (see traceable_frame_lstms): the ONNX exporters cannot trace packing.
+        self.unpacked = False
 
     def forward(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """``frames``: ``(N, T, D)``, ``lengths``: ``(N,)`` to ``(N, H)``."""
+        if self.unpacked:
+            return self.dropout(self.last_real_frame(frames, lengths))
         lengths = lengths.clamp(min=1).cpu()
         packed = pack_padded_sequence(frames, lengths, batch_first=True, enforce_sorted=False)
         _, (hidden, _) = self.lstm(packed)
         return self.dropout(hidden[-1])
+
+    def last_real_frame(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The same result without packing: a one-layer forward LSTM's output at the last real frame is
+        the final hidden state of the packed run, since padding frames come after it."""
+        output, _ = self.lstm(frames)
+        last = (lengths.clamp(min=1) - 1).to(torch.long).reshape(-1, 1, 1).expand(-1, 1, output.shape[-1])
+        return output.gather(1, last.to(output.device)).squeeze(1)
+
+
+@contextmanager
+def traceable_frame_lstms(model: nn.Module) -> Iterator[None]:
+    """Run every :class:`FrameLSTM` of ``model`` without ``pack_padded_sequence`` (same numbers).
+
+    The TorchScript ONNX exporter fails on the final hidden state of a packed LSTM (an internal range
+    check), and dynamo cannot trace packing at all.
+    """
+    lstms = [module for module in model.modules() if isinstance(module, FrameLSTM)]
+    for module in lstms:
+        module.unpacked = True
+    try:
+        yield
+    finally:
+        for module in lstms:
+            module.unpacked = False
 
 
 class ModalityEncoder(nn.Module):

@@ -77,6 +77,7 @@ def parse_predict_from(value: str | list[str]) -> list[str]:
 class MInD(InfoFusionModel):
     name = "mind"
     unit = "utterance"
+    has_component_codes = True
 
     def __init__(self, info: DataInfo, config: dict) -> None:
         super().__init__(info, config)

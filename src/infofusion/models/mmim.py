@@ -94,6 +94,7 @@ class TransformerTextEncoder(nn.Module):
 class MMIM(InfoFusionModel):
     name = "mmim"
     unit = "utterance"
+    can_read_transcripts = True  # with mmim.text_encoder=transformer
 
     def __init__(self, info: DataInfo, config: dict) -> None:
         super().__init__(info, config)
@@ -185,6 +186,10 @@ class MMIM(InfoFusionModel):
             }
         )
         self._init_weights()
+
+    @property
+    def reads_transcripts(self) -> bool:
+        return self.text_transformer is not None
 
     def _init_weights(self) -> None:
         """Xavier-normal for every matrix outside the pretrained text model, as the authors initialise."""

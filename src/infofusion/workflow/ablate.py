@@ -18,10 +18,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..cli import build_config, run_training, summarise_seeds
-from ..config import ConfigError, load_yaml, parse_override
+from ..config import ConfigError, config_from_options, parse_override
+from ..runs import RunDir
+from ..trainer import train
 from . import comparable_hash, load_named_yaml, parse_seeds, safe_folder_name, setting_kind
-from .report import markdown_table, metric_columns, write_csv
+from .report import markdown_table, metric_columns, summarise_seeds, write_csv
 
 
 @dataclass
@@ -71,17 +72,16 @@ def check_setting_keys(settings: list[Setting], base: dict) -> None:
 
 def finished_metrics(run_dir: Path, config: dict) -> dict | None:
     """The metrics of a finished run of exactly ``config`` in ``run_dir``; None when it must (re)train."""
-    saved_path = run_dir / "config.yaml"
-    if not saved_path.exists():
+    run = RunDir(run_dir)
+    if not run.is_run():
         return None
-    saved = load_yaml(saved_path)
+    saved = run.config()
     if comparable_hash(saved) != comparable_hash(config) or saved.get("seed") != config.get("seed"):
         raise ConfigError(
             f"{run_dir} holds a run of another config (grid, --set, --config, --data or --epochs changed); "
             "use another --output or delete that folder"
         )
-    metrics_path = run_dir / "metrics.json"
-    return json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.exists() else None
+    return run.metrics()
 
 
 def run_setting(
@@ -91,12 +91,12 @@ def run_setting(
     setting_args = argparse.Namespace(**{**vars(args), "overrides": [*args.overrides, *setting.overrides]})
     per_seed = {}
     for seed in seeds:
-        config = build_config(setting_args, seed)
+        config = config_from_options(setting_args, seed)
         run_dir = output / setting.folder / f"seed_{seed}"
         metrics = finished_metrics(run_dir, config)
         if metrics is None:
             print(f"== {setting.name}, seed {seed}: training in {run_dir} ==", flush=True)
-            metrics = run_training(config, run_dir, resume=True)
+            metrics = train(config, run_dir, resume=True)
         else:
             print(f"== {setting.name}, seed {seed}: reusing {run_dir} ==", flush=True)
         per_seed[seed] = metrics
@@ -126,7 +126,7 @@ def ablation_table(settings: list[Setting], summaries: list[dict], per_seed_runs
 def command_ablate(args: argparse.Namespace) -> int:
     settings, source = load_grid(args.grid)
     seeds = parse_seeds(args.seeds)
-    check_setting_keys(settings, build_config(args))
+    check_setting_keys(settings, config_from_options(args))
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     per_seed_runs = [run_setting(args, setting, seeds, output) for setting in settings]

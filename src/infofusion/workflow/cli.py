@@ -39,9 +39,17 @@ def command_ablate(args: argparse.Namespace) -> int:
 
 
 def command_sweep(args: argparse.Namespace) -> int:
-    from .sweep import command_sweep as run
+    """The backend is chosen here, so the two sweep modules never import each other's entry points."""
+    from .sweep import prepare_sweep
 
-    return run(args)
+    sweep, source = prepare_sweep(args)
+    if args.backend == "ray":
+        from .ray_sweep import run_ray_sweep
+
+        return run_ray_sweep(sweep, source, args)
+    from .sweep import run_optuna_sweep
+
+    return run_optuna_sweep(sweep, source, args)
 
 
 def command_report(args: argparse.Namespace) -> int:

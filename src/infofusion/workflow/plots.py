@@ -6,23 +6,24 @@ global state), so tests can check axis labels and titles before :func:`save_figu
 - ``curves``: training loss terms and the validation selection metric per epoch (``history.jsonl``);
 - ``mi``: MI estimates per epoch from the ``diagnostics`` of ``history.jsonl`` (MMMIE Fig. 2/3 style);
 - ``confusion``: the row-normalised confusion matrix from ``metrics.json``, counts annotated;
-- ``tsne``: MInD's S/P/N codes through :mod:`infofusion.tsne` when the run is a model with such codes,
-  otherwise a t-SNE of the fused representation coloured by label.
+- ``tsne``: for a model with component codes (``has_component_codes``: MInD's shared, private and noise
+  codes, the paper's Fig. 2) one t-SNE of every code; otherwise a t-SNE of the fused representation
+  coloured by label. Both go through :func:`tsne_embedding`.
 """
 
 from __future__ import annotations
 
-import importlib
-import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from ..config import load_yaml
 from ..data.types import DataError
+from ..models import InfoFusionModel, get_model_class
+from ..runs import RunDir
 from . import PLOT_KINDS
 
 MAIN_LOSS_TERMS = ("loss", "task")
@@ -47,18 +48,19 @@ def save_figure(figure: Figure, path: Path) -> Path:
 
 
 def run_label(run_dir: Path) -> str:
-    config_path = run_dir / "config.yaml"
-    if not config_path.exists():
+    run = RunDir(run_dir)
+    if not run.is_run():
         return run_dir.name
-    config = load_yaml(config_path)
+    config = run.config()
     return f"{config.get('model_name', '?')} on {config.get('data', {}).get('spec', '?')}"
 
 
 def read_history(run_dir: Path) -> list[dict]:
-    path = run_dir / "history.jsonl"
+    run = RunDir(run_dir)
+    path = run.history_path
     if not path.exists():
         raise DataError(f"{run_dir} is not a run folder (no history.jsonl)", file=str(path))
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = run.history()
     if not records:
         raise DataError("history.jsonl has no epochs yet", file=str(path))
     return records
@@ -141,7 +143,7 @@ def mi_figure(run_dir: Path) -> Figure:
         raise DataError(
             f"run {run_dir} has no MI estimates: its history.jsonl diagnostics are empty "
             "(only models with MI terms log them, e.g. mmim, mmmie, mind)",
-            file=str(run_dir / "history.jsonl"),
+            file=str(RunDir(run_dir).history_path),
         )
     groups: dict[str, list[tuple[str, tuple[list[int], list[float]]]]] = {}
     for key, values in diagnostics.items():
@@ -162,10 +164,10 @@ def mi_figure(run_dir: Path) -> Figure:
 
 # -- confusion matrix ---------------------------------------------------------------------------------
 def confusion_split(run_dir: Path, split: str | None) -> tuple[str, dict]:
-    path = run_dir / "metrics.json"
-    if not path.exists():
+    run = RunDir(run_dir)
+    path, metrics = run.metrics_path, run.metrics()
+    if metrics is None:
         raise DataError(f"{run_dir} has no metrics.json (unfinished run?)", file=str(path))
-    metrics = json.loads(path.read_text(encoding="utf-8"))
     chosen = split or ("test" if "test" in metrics else "valid")
     if chosen not in metrics:
         raise DataError(
@@ -178,7 +180,7 @@ def confusion_figure(run_dir: Path, split: str | None = None) -> Figure:
     split, metrics = confusion_split(run_dir, split)
     if "confusion_matrix" not in metrics:
         raise DataError(
-            "no confusion matrix: this is a regression run", file=str(run_dir / "metrics.json"), split=split
+            "no confusion matrix: this is a regression run", file=str(RunDir(run_dir).metrics_path), split=split
         )
     counts = np.asarray(metrics["confusion_matrix"], dtype=np.int64)
     names = list(metrics.get("per_class_f1") or {})  # the run's class names, in label order
@@ -215,6 +217,28 @@ def confusion_figure(run_dir: Path, split: str | None = None) -> Figure:
 
 
 # -- t-SNE ----------------------------------------------------------------------------------------------
+COMPONENT_COLOURMAPS = {"S": "Blues", "P": "Reds", "N": "Greens"}  # MInD's paper colours
+COMPONENT_NAMES = {"S": "shared", "P": "private", "N": "noise"}
+MARKERS = ("o", "^", "s", "D", "v", "P")
+
+
+def tsne_embedding(points: np.ndarray, seed: int = 0) -> np.ndarray:
+    """The one 2-D t-SNE of every figure; perplexity stays below the number of points (sklearn's rule)."""
+    from sklearn.manifold import TSNE
+
+    perplexity = float(min(30.0, max(1.0, (len(points) - 1) / 3)))
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(points)
+
+
+def run_model_class(run_dir: Path) -> type[InfoFusionModel]:
+    return get_model_class(str(RunDir(run_dir).config().get("model_name")))
+
+
+def has_component_codes(run_dir: Path) -> bool:
+    """Whether the run's model declares S/P/N codes (``has_component_codes``, MInD's ``collect_codes``)."""
+    return run_model_class(run_dir).has_component_codes
+
+
 def fused_representations(trainer, split: str) -> tuple[np.ndarray, np.ndarray]:
     import torch
 
@@ -222,26 +246,24 @@ def fused_representations(trainer, split: str) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(
             f"split {split!r} not in the data (has {sorted(trainer.dataset.splits)})", split=split
         )
+    if not trainer.model.has_fusion_representation:
+        raise DataError(f"model {trainer.config['model_name']} exposes no 'fusion' representation")
     trainer.model.eval()
     points, labels = [], []
     with torch.no_grad():
         for batch in trainer.loader(split):
             batch = batch.to(trainer.device)
-            representations = trainer.model(batch).representations
-            if "fusion" not in representations:
-                raise DataError(f"model {trainer.config['model_name']} exposes no 'fusion' representation")
-            points.append(batch.flat(representations["fusion"]).reshape(int(batch.mask.sum()), -1).cpu())
+            fused = trainer.model(batch).representations["fusion"]
+            points.append(batch.flat(fused).reshape(int(batch.mask.sum()), -1).cpu())
             labels.append(batch.flat(batch.labels).cpu())
     return torch.cat(points).numpy(), torch.cat(labels).numpy()
 
 
 def tsne_figure(run_dir: Path, data: str | None, split: str) -> Figure:
     """A 2-D t-SNE of the best checkpoint's fused representation of each utterance, coloured by label."""
-    from sklearn.manifold import TSNE
+    from ..trainer import Trainer
 
-    from ..cli import load_run
-
-    trainer = load_run(run_dir, data)
+    trainer = Trainer.from_run(run_dir, data)
     points, labels = fused_representations(trainer, split)
     if len(points) > TSNE_MAX_POINTS:
         keep = np.sort(np.random.default_rng(0).choice(len(points), TSNE_MAX_POINTS, replace=False))
@@ -250,8 +272,7 @@ def tsne_figure(run_dir: Path, data: str | None, split: str) -> Figure:
         raise DataError(
             f"t-SNE needs at least 3 utterances, the {split} split has {len(points)}", split=split
         )
-    perplexity = float(min(30.0, max(1.0, (len(points) - 1) / 3)))
-    embedded = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=0).fit_transform(points)
+    embedded = tsne_embedding(points)
     figure = new_figure(7.0, 6.0)
     axis = figure.subplots()
     info = trainer.info
@@ -283,35 +304,113 @@ def tsne_figure(run_dir: Path, data: str | None, split: str) -> Figure:
     return figure
 
 
-def has_component_codes(run_dir: Path) -> bool:
-    """Whether the run's model exposes S/P/N codes (MInD's ``collect_codes``) for :mod:`infofusion.tsne`."""
-    from ..models import MODELS
+def collect_component_codes(trainer_or_model: Any, loader: Any) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """``{"S/text": (n, d), "P/text": ..., "N/text": ...}`` over a loader's real utterances, and labels.
 
-    model_class = MODELS.get(str(load_yaml(run_dir / "config.yaml").get("model_name")))
-    return model_class is not None and hasattr(model_class, "collect_codes")
+    Accepts a :class:`~infofusion.trainer.Trainer` (its ``model``) or a model with component codes.
+    """
+    from ..trainer import Trainer
+
+    model = trainer_or_model.model if isinstance(trainer_or_model, Trainer) else trainer_or_model
+    codes, labels = model.collect_codes(loader)
+    wanted = {name: value.numpy() for name, value in codes.items() if name.split("/")[0] in COMPONENT_NAMES}
+    return wanted, labels.numpy()
+
+
+def codes_figure(
+    representations: dict[str, np.ndarray],
+    labels: np.ndarray | None,
+    seed: int = 0,
+    title: str = "MInD codes (t-SNE)",
+) -> Figure:
+    """One t-SNE of every ``"<component>/<modality>"`` code array: colour family by component (S blue,
+    P red, N green), shade by modality, marker by class when the labels are a few classes."""
+    from matplotlib import colormaps
+
+    names = sorted(
+        (n for n in representations if n.split("/")[0] in COMPONENT_NAMES),
+        key=lambda n: ("SPN".index(n.split("/")[0]), n),
+    )
+    if not names:
+        raise ValueError("no S/, P/ or N/ representations to plot")
+    points = np.concatenate([np.asarray(representations[n], dtype=np.float64) for n in names])
+    groups = np.concatenate([np.full(len(representations[n]), i) for i, n in enumerate(names)])
+    embedded = tsne_embedding(points, seed)
+
+    label_values = np.asarray(labels) if labels is not None else None
+    classes: list = []
+    if label_values is not None and np.allclose(label_values, np.round(label_values)):
+        classes = sorted(np.unique(label_values).tolist())
+    if not 1 < len(classes) <= len(MARKERS):
+        classes = []
+    tiled_labels = np.tile(label_values, len(names)) if classes else None
+
+    modalities = sorted({n.split("/", 1)[1] for n in names})
+    figure = new_figure(8.0, 6.5)
+    axis = figure.subplots()
+    for index, name in enumerate(names):
+        component, modality = name.split("/", 1)
+        shade = 0.45 + 0.45 * modalities.index(modality) / max(len(modalities) - 1, 1)
+        colour = colormaps[COMPONENT_COLOURMAPS[component]](shade)
+        chosen = groups == index
+        for class_index, value in enumerate(classes or [None]):
+            mask = chosen if value is None else chosen & (tiled_labels == value)
+            axis.scatter(
+                embedded[mask, 0],
+                embedded[mask, 1],
+                s=7,
+                color=colour,
+                marker=MARKERS[class_index],
+                alpha=0.7,
+                linewidths=0,
+                label=f"{component} ({COMPONENT_NAMES[component]}) {modality}" if class_index == 0 else None,
+            )
+    legend = axis.legend(loc="best", fontsize=7, markerscale=2, title="component / modality")
+    if classes:
+        axis.add_artist(legend)
+        handles = [
+            axis.scatter([], [], marker=MARKERS[i], color="grey", s=20, label=f"class {value:g}")
+            for i, value in enumerate(classes)
+        ]
+        axis.legend(handles=handles, loc="lower right", fontsize=7, title="label")
+    axis.set_title(title)
+    axis.set_xticks([])
+    axis.set_yticks([])
+    figure.tight_layout()
+    return figure
+
+
+def write_codes_figure(
+    representations: dict[str, np.ndarray], labels: np.ndarray | None, path: str | Path, seed: int = 0
+) -> Path:
+    """:func:`codes_figure` as a PNG at ``path`` (nothing is written when there are no codes)."""
+    return save_figure(codes_figure(representations, labels, seed), Path(path))
+
+
+def plot_codes(run_dir: Path, data: str | None, split: str, output: Path) -> Path:
+    """The S/P/N t-SNE PNG of a finished run's best checkpoint on one split of its (or other) data."""
+    from ..trainer import Trainer
+
+    trainer = Trainer.from_run(Path(run_dir), data)
+    representations, labels = collect_component_codes(trainer, trainer.loader(split))
+    figure = codes_figure(representations, labels, title=f"MInD S/P/N codes, {split} split (t-SNE)")
+    return save_figure(figure, output)
 
 
 def plot_tsne(run_dir: Path, data: str | None, split: str, output: Path) -> Path:
     if has_component_codes(run_dir):
-        try:  # written separately, absent in some checkouts; import_module honours sys.modules
-            tsne = importlib.import_module("infofusion.tsne")
-        except ModuleNotFoundError as error:
-            if error.name != "infofusion.tsne":
-                raise
-        else:
-            return tsne.plot_tsne(run_dir, data, split, output)
+        return plot_codes(run_dir, data, split, output)
     return save_figure(tsne_figure(run_dir, data, split), output)
 
 
 def default_split(run_dir: Path) -> str:
     """Test when the run has test results, else valid (the withheld-test data sets)."""
-    path = run_dir / "metrics.json"
-    metrics = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    metrics = RunDir(run_dir).metrics() or {}
     return "test" if "test" in metrics else "valid"
 
 
 def plot(run_dir: Path, kind: str, data: str | None, split: str | None, output: Path | None) -> Path:
-    if not (run_dir / "config.yaml").exists():
+    if not RunDir(run_dir).is_run():
         raise DataError(f"{run_dir} is not a run folder (no config.yaml)", file=str(run_dir))
     if kind == "curves":
         return save_figure(curves_figure(run_dir), output or run_dir / "curves.png")

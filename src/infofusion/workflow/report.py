@@ -1,25 +1,62 @@
 """``infofusion report RUNS_DIR``: one table of every run under a folder, with a rerun command per row,
 and above it the runs grouped by model, data and config (all but the seed): mean ± std over seeds.
 
-Also the table helpers the ablation command shares: which metrics are the "main" ones of a task, and
-writing one table as markdown and CSV.
+Also what the ablation command and ``train --seeds`` share: the mean and std of metrics over seeds
+(:func:`summarise_seeds`), which metrics are the "main" ones of a task, and writing one table as markdown
+and CSV.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import ConfigError, config_hash, load_yaml
+import numpy as np
+
+from ..config import ConfigError, config_hash
 from ..data.types import DataError
+from ..metrics import scalar_metrics
+from ..runs import RunDir
 
 # The columns the papers report: MELD/IEMOCAP (accuracy, weighted F1) and MOSI/MOSEI (MMSA's set).
 CLASSIFICATION_METRICS = ("acc", "weighted_f1")
 REGRESSION_METRICS = ("acc2_non0", "f1_non0", "mae", "corr", "acc7")
 SPLITS = ("valid", "test")
+
+
+def summarise_seeds(per_seed: dict[int, dict]) -> dict:
+    """Mean and standard deviation (population, ddof=0) of every scalar metric over seeds."""
+    summary: dict = {"seeds": sorted(per_seed), "splits": {}}
+    for split in ("valid", "test"):
+        rows = [scalar_metrics(m[split]) for m in per_seed.values() if split in m]
+        if not rows:
+            continue
+        summary["splits"][split] = {
+            name: {
+                "mean": float(np.mean([r[name] for r in rows])),
+                "std": float(np.std([r[name] for r in rows])),
+            }
+            for name in rows[0]
+        }
+    summary["seconds_per_run"] = float(np.mean([m.get("seconds", 0.0) for m in per_seed.values()]))
+    return summary
+
+
+def summary_markdown(summary: dict, title: str) -> str:
+    lines = [
+        f"# {title}",
+        "",
+        f"seeds: {summary['seeds']}",
+        "",
+        "| split | metric | mean ± std |",
+        "| --- | --- | --- |",
+    ]
+    for split, metrics in summary["splits"].items():
+        for name, stats in metrics.items():
+            lines.append(f"| {split} | {name} | {stats['mean']:.4f} ± {stats['std']:.4f} |")
+    return "\n".join(lines) + "\n"
 
 
 def main_metric_names(split_metrics: dict) -> tuple[str, ...]:
@@ -60,7 +97,7 @@ def rerun_command(run_dir: Path, model: str) -> str:
             "--model",
             model,
             "--config",
-            str(run_dir / "config.yaml"),
+            str(RunDir(run_dir).config_path),
             "--output",
             str(new_dir),
         ]
@@ -82,15 +119,13 @@ class RunRecord:
 
     @classmethod
     def read(cls, run_dir: Path) -> RunRecord:
-        metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-        config = load_yaml(run_dir / "config.yaml") if (run_dir / "config.yaml").exists() else {}
-        info_path = run_dir / "run.json"
-        info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.exists() else {}
-        history_path = run_dir / "history.jsonl"
+        run = RunDir(run_dir)
+        metrics = run.metrics() or {}
+        config = run.config() if run.is_run() else {}
+        info = run.run_info()
         train_seconds = None
-        if history_path.exists():
-            lines = history_path.read_text(encoding="utf-8").splitlines()
-            train_seconds = sum(float(json.loads(line).get("seconds", 0.0)) for line in lines if line.strip())
+        if run.history_path.exists():
+            train_seconds = sum(float(record.get("seconds", 0.0)) for record in run.history())
         return cls(
             path=run_dir,
             model=str(config.get("model_name") or info.get("model") or "?"),
@@ -104,7 +139,7 @@ class RunRecord:
 
 
 def find_runs(root: Path) -> list[Path]:
-    return sorted(path.parent for path in root.rglob("metrics.json"))
+    return [run.path for run in RunDir.find(root)]
 
 
 def read_records(root: Path) -> list[RunRecord]:
@@ -118,8 +153,6 @@ def read_records(root: Path) -> list[RunRecord]:
 
 def build_summary(records: list[RunRecord]) -> tuple[list[str], list[list[str]]]:
     """One row per (model, data, config without the seed): mean ± std (population) over its seeds."""
-    from ..cli import summarise_seeds
-
     groups: dict[tuple[str, str, str], list[RunRecord]] = {}
     for record in records:
         groups.setdefault((record.model, record.data, record.settings_hash), []).append(record)

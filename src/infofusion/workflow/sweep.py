@@ -28,8 +28,7 @@ from typing import Any
 
 import yaml
 
-from ..cli import build_config
-from ..config import ConfigError, deep_merge, parse_override, resolve_config
+from ..config import ConfigError, config_from_options, deep_merge, parse_override, resolve_config
 from ..data.types import Dataset
 from ..metrics import LOWER_IS_BETTER, default_selection_metric
 from ..trainer import Trainer, load_data_for_config
@@ -143,7 +142,7 @@ class PruningCallback:
 
 class Sweep:
     def __init__(self, args: argparse.Namespace, space: dict[str, dict], output: Path) -> None:
-        self.base = build_config(args)
+        self.base = config_from_options(args)
         check_space_keys(space, self.base, args.overrides)
         self.space = space
         self.output = output
@@ -227,18 +226,19 @@ def trial_rows(study) -> list[list[str]]:
     return rows
 
 
-def command_sweep(args: argparse.Namespace) -> int:
-    import optuna
-    from optuna.trial import TrialState
-
+def prepare_sweep(args: argparse.Namespace) -> tuple[Sweep, str]:
+    """The sweep of the command's options, for either backend, and where its space came from."""
     space, source = load_space(args.space or args.model)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    sweep = Sweep(args, space, output)
-    if getattr(args, "backend", "optuna") == "ray":
-        from .ray_sweep import run_ray_sweep
+    return Sweep(args, space, output), source
 
-        return run_ray_sweep(sweep, source, args)
+
+def run_optuna_sweep(sweep: Sweep, source: str, args: argparse.Namespace) -> int:
+    """Trials in this process; the study in ``OUTPUT/study.db`` (module docstring)."""
+    import optuna
+    from optuna.trial import TrialState
+
     pruner = (
         optuna.pruners.NopPruner()
         if args.no_prune

@@ -1,0 +1,182 @@
+"""What a prediction is, and how predictions are written: JSON, CSV, a plain-text table."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..config import ConfigError
+
+if TYPE_CHECKING:
+    from .inputs import InputData
+    from .predictor import Predictor
+
+
+@dataclass
+class UtterancePrediction:
+    """One utterance's prediction and what it was computed from."""
+
+    index: int  # position in its dialogue
+    uid: str
+    speaker: str
+    text: str | None
+    modalities: list[str]  # modalities the model saw for this utterance
+    missing: list[str]  # modalities of the run this utterance did not have (zeros, marked absent)
+    label: str | None = None  # classification: the predicted class name
+    probability: float | None = None  # classification: probability of the predicted class
+    probabilities: dict[str, float] | None = None  # classification: every class
+    value: float | None = None  # regression: the predicted value
+    true: str | float | None = None  # the input's own label, when it had one
+
+    def as_dict(self) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "index": self.index,
+            "uid": self.uid,
+            "speaker": self.speaker,
+            "text": self.text,
+        }
+        if self.value is not None:
+            row["value"] = self.value
+        else:
+            row.update(label=self.label, probability=self.probability, probabilities=self.probabilities)
+        row.update(modalities=self.modalities, missing=self.missing)
+        if self.true is not None:
+            row["true"] = self.true
+        return row
+
+
+@dataclass
+class DialoguePrediction:
+    dialogue_id: str
+    utterances: list[UtterancePrediction]
+    split: str | None = None  # the split of a data-set input
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"dialogue_id": self.dialogue_id}
+        if self.split is not None:
+            out["split"] = self.split
+        out["utterances"] = [u.as_dict() for u in self.utterances]
+        return out
+
+
+def results_as_json(
+    results: Sequence[DialoguePrediction], predictor: Predictor, input_data: InputData | None = None
+) -> dict:
+    out: dict[str, Any] = {
+        "run": predictor.source,
+        "model": predictor.model_name,
+        "task": predictor.info.task,
+        "classes": predictor.classes,
+    }
+    if input_data is not None:
+        out["input"] = input_data.source
+        if input_data.problems:
+            out["problems"] = input_data.problems
+    out["dialogues"] = [result.as_dict() for result in results]
+    return out
+
+
+def results_as_csv(results: Sequence[DialoguePrediction], classes: Sequence[str] | None) -> str:
+    """One row per utterance; classification adds one probability column per class."""
+    buffer = io.StringIO()
+    header = ["dialogue_id", "split", "index", "uid", "speaker", "text"]
+    header += (
+        ["label", "probability", *[f"p_{name}" for name in classes]] if classes is not None else ["value"]
+    )
+    header += ["modalities", "missing", "true"]
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for dialogue in results:
+        for u in dialogue.utterances:
+            row: list[Any] = [
+                dialogue.dialogue_id,
+                dialogue.split or "",
+                u.index,
+                u.uid,
+                u.speaker,
+                u.text or "",
+            ]
+            if classes is not None:
+                row += [u.label, u.probability, *[(u.probabilities or {}).get(name) for name in classes]]
+            else:
+                row.append(u.value)
+            row += [" ".join(u.modalities), " ".join(u.missing), "" if u.true is None else u.true]
+            writer.writerow(row)
+    return buffer.getvalue()
+
+
+def results_as_table(results: Sequence[DialoguePrediction]) -> str:
+    """A readable plain-text table per dialogue."""
+    lines: list[str] = []
+    for dialogue in results:
+        where = f", {dialogue.split}" if dialogue.split else ""
+        lines.append(f"dialogue {dialogue.dialogue_id} ({len(dialogue.utterances)} utterances{where})")
+        rows = [("#", "speaker", "predicted", "p", "true", "modalities", "text")]
+        for u in dialogue.utterances:
+            predicted = u.label if u.value is None else f"{u.value:+.3f}"
+            confidence = "" if u.probability is None else f"{u.probability:.3f}"
+            modalities = ",".join(u.modalities) + (f" (no {','.join(u.missing)})" if u.missing else "")
+            text = (u.text or u.uid)[:60]  # data sets without transcripts: the utterance id
+            truth = "" if u.true is None else str(u.true)
+            rows.append((str(u.index), u.speaker, str(predicted), confidence, truth, modalities, text))
+        widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]) - 1)]
+        for row in rows:
+            cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)]
+            lines.append("  " + "  ".join(cells) + "  " + row[-1])
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_results(
+    path: str | Path,
+    results: Sequence[DialoguePrediction],
+    predictor: Predictor,
+    input_data: InputData | None,
+) -> Path:
+    """``.json`` (the ``--json`` object) or ``.csv`` (one row per utterance), chosen by the suffix."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        text = (
+            json.dumps(results_as_json(results, predictor, input_data), indent=2, ensure_ascii=False) + "\n"
+        )
+    elif suffix == ".csv":
+        text = results_as_csv(results, predictor.classes)
+    else:
+        raise ConfigError(f"--output must end in .json or .csv, got {path.name!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def dialogue_report(result: DialoguePrediction, predictor: Predictor, as_json: bool = False) -> str:
+    """``predict RUN --dialogue ID``: one dialogue of a data set, each utterance with its true label,
+    the prediction and its probability (MMMIE Table 6)."""
+    rows = []
+    for u in result.utterances:
+        row: dict[str, Any] = {"utterance": u.uid, "speaker": u.speaker, "text": u.text}
+        if u.value is None:
+            row.update(
+                true=u.true,
+                predicted=u.label,
+                probability=round(float(u.probability or 0.0), 4),
+                probabilities={name: round(p, 4) for name, p in (u.probabilities or {}).items()},
+            )
+        else:
+            row.update(true=None if u.true is None else float(u.true), predicted=u.value)
+        rows.append(row)
+    if as_json:
+        return json.dumps({"dialogue": result.dialogue_id, "split": result.split, "utterances": rows}) + "\n"
+    lines = [f"dialogue {result.dialogue_id} ({result.split}, {len(rows)} utterances)"]
+    for row in rows:
+        confidence = f"  p={row['probability']:.3f}" if "probability" in row else ""
+        lines.append(
+            f"[{row['speaker']}] {row['text'] or row['utterance']}\n"
+            f"    true={row['true']}  predicted={row['predicted']}{confidence}"
+        )
+    return "\n".join(lines) + "\n"
