@@ -21,8 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from infofusion.mi import ESTIMATORS, fit_estimator, gaussian_mutual_information
+from infofusion.mi import PREPROCESSING, fit_estimator, gaussian_mutual_information
+from infofusion.mi.defaults import DEFAULT_PREPROCESSING
 from infofusion.mi.fitting import nats_readout
+from infofusion.mi.registry import estimator_names
 from infofusion.mi.tasks import Task, gaussian_task, student_t_task, transformed_task
 
 # --- tasks -------------------------------------------------------------------------------------------------
@@ -85,7 +87,7 @@ def cca_baseline(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def make_runner(
-    name: str, steps: int, batch_size: int, seed: int
+    name: str, steps: int, batch_size: int, seed: int, preprocessing: str = DEFAULT_PREPROCESSING
 ) -> Callable[[np.ndarray, np.ndarray], float]:
     if name == "cca":
         return cca_baseline
@@ -93,7 +95,14 @@ def make_runner(
 
     def run(x: np.ndarray, y: np.ndarray) -> float:
         result = fit_estimator(
-            x, y, name, steps=steps, batch_size=batch_size, seed=seed, evaluation=evaluation
+            x,
+            y,
+            name,
+            steps=steps,
+            batch_size=batch_size,
+            seed=seed,
+            evaluation=evaluation,
+            preprocessing=preprocessing,
         )
         return result.mi
 
@@ -140,10 +149,12 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (small nets: 1 is best)")
+    parser.add_argument("--preprocessing", choices=list(PREPROCESSING), default=DEFAULT_PREPROCESSING)
     args = parser.parse_args(argv)
-    unknown = [n for n in args.estimators.split(",") if n != "cca" and n not in ESTIMATORS]
+    names = estimator_names()
+    unknown = [n for n in args.estimators.split(",") if n != "cca" and n not in names]
     if unknown:
-        parser.error(f"unknown estimators {unknown}; choose from cca, {', '.join(ESTIMATORS)}")
+        parser.error(f"unknown estimators {unknown}; choose from cca, {', '.join(names)}")
     return args
 
 
@@ -157,13 +168,19 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.steps or (300 if args.quick else 3000 if args.full else 1000)
     samples = args.samples or (2000 if args.quick else 5000)
     names = args.estimators.split(",")
-    print(f"{len(tasks)} tasks x {len(names)} estimators, {samples} samples, {steps} steps", file=sys.stderr)
+    print(
+        f"{len(tasks)} tasks x {len(names)} estimators, {samples} samples, {steps} steps, "
+        f"preprocessing {args.preprocessing}",
+        file=sys.stderr,
+    )
 
     cells: dict[tuple[str, str], Cell] = {}
     for task in tasks:
         x, y = task.sample(samples, seed=args.seed)
         for name in names:
-            cells[task.name, name] = measure(make_runner(name, steps, args.batch_size, args.seed), x, y)
+            cells[task.name, name] = measure(
+                make_runner(name, steps, args.batch_size, args.seed, args.preprocessing), x, y
+            )
             cell = cells[task.name, name]
             print(
                 f"  {task.name} {name}: {cell.estimate:.3f} ({cell.seconds:.1f}s)",

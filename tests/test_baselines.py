@@ -126,7 +126,7 @@ def test_low_rank_fusion_equals_tensor_fusion_with_the_rebuilt_weight():
     """LMF's h equals TFN's Z · W + b for the full weight W = Σ_i λ_i ⊗_m W_m^(i) (Liu et al., eq. 6)."""
     data = make_synthetic(TINY)
     model = build("lmf", data, "lmf.rank=3", "lmf.fusion_dim=5")
-    encoded = {m: torch.randn(7, width) for m, width in model.hparams["modality_dims"].items()}
+    encoded = {m: torch.randn(7, width) for m, width in model.params.modality_dims.items()}
     factors = [model.factors[m] for m in data.modalities]
     weight = torch.einsum("r,rao,rbo,rco->abco", model.rank_weights[0], *factors)
     full = tensor_fusion([encoded[m] for m in data.modalities]) @ weight.reshape(-1, 5) + model.fusion_bias

@@ -113,7 +113,7 @@ def test_forward_backward_on_vectors_and_frames(options):
     output = model(batch)
     expected = batch.mask.shape + ((options["num_classes"],) if options["task"] == "classification" else ())
     assert output.predictions.shape == expected
-    assert output.representations["audio"].shape[-1] == model.hparams["modality_dim"]
+    assert output.representations["audio"].shape[-1] == model.params.modality_dim
     take_stage_step(model, batch)
     loss, terms = take_main_step(model, batch)
     assert torch.isfinite(loss) and set(terms) == {"task", "cpc", "likelihood", "entropy"}

@@ -27,7 +27,7 @@ from .data.standardize import check_statistics, training_statistics
 from .data.types import Dataset
 from .distributed import DistributedContext, wrap_for_training
 from .metrics import classification_metrics, default_selection_metric, is_improvement, regression_metrics
-from .models import DataInfo, InfoFusionModel, build_model, get_model_class
+from .models import DataInfo, InfoFusionModel, build_model, get_model_class, model_params
 from .models.base import probabilities
 from .runinfo import run_information
 from .runs import RunDir
@@ -103,6 +103,7 @@ class Trainer:
         self.config = config
         self.train_config = config["train"]
         self.settings = train_settings(config)
+        model_params(config)  # a bad model setting fails here, before any folder, data or training
         self.output = Path(output_dir)
         self.run_dir = RunDir(self.output).create()
         self.callbacks = list(callbacks or [])

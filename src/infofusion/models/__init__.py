@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import DataInfo, InfoFusionModel, ModelOutput, Stage
+from .base import DataInfo, InfoFusionModel, ModelOutput, ModelParams, Stage
 from .bc_lstm import BcLSTM
 from .late_fusion import LateFusion
 from .lmf import LMF
@@ -37,6 +37,12 @@ def get_model_class(name: str) -> type[InfoFusionModel]:
         raise UnknownModelError(f"unknown model {name!r}; registered: {', '.join(sorted(MODELS))}") from None
 
 
+def model_params(config: dict) -> ModelParams:
+    """The resolved config's model parameters, typed and checked: a ``ConfigError`` for an unknown key or
+    a wrong value. Cheap, so callers check a config before they load data or train."""
+    return get_model_class(config["model_name"]).parse_params(config)
+
+
 def build_model(name: str, info: DataInfo, config: dict) -> InfoFusionModel:
     return get_model_class(name)(info, config)
 
@@ -46,8 +52,10 @@ __all__ = [
     "DataInfo",
     "InfoFusionModel",
     "ModelOutput",
+    "ModelParams",
     "Stage",
     "UnknownModelError",
     "build_model",
     "get_model_class",
+    "model_params",
 ]

@@ -10,16 +10,25 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..config import section
+from ..config import Fraction, PositiveInt, parse_sections, section
 from ..data.batching import Batch, DialogueLoader, speaker_vocabulary
 from ..data.types import Dataset
+
+
+@dataclass
+class ModelParams:
+    """The shared ``model`` section. Each model extends it with the fields of its own section (named
+    after the model) and may change these defaults to its YAML's."""
+
+    hidden: PositiveInt = 128
+    dropout: Fraction = 0.3
 
 
 @dataclass
@@ -88,6 +97,7 @@ class InfoFusionModel(nn.Module):
     name: ClassVar[str] = "base"
     # "utterance": the trainer feeds one-utterance dialogues, batch size counts utterances.
     unit: ClassVar[str] = "dialogue"
+    params_type: ClassVar[type[ModelParams]] = ModelParams
     # Capabilities inference, export and plots rely on, declared here instead of probed:
     has_component_codes: ClassVar[bool] = False  # collect_codes(loader): shared/private/noise codes
     has_fusion_representation: ClassVar[bool] = True  # forward's representations hold "fusion"
@@ -97,7 +107,7 @@ class InfoFusionModel(nn.Module):
         super().__init__()
         self.info = info
         self.config = config
-        self.hparams: dict[str, Any] = {**section(config, "model"), **section(config, self.name)}
+        self.params = self.parse_params(config)
         self._step_encoding: tuple[Batch, Any] | None = None
         # data.standardize: the training statistics as (non-persistent) buffers, so they follow the
         # model to its device and into an exported graph; the checkpoint's DataInfo holds them.
@@ -129,6 +139,15 @@ class InfoFusionModel(nn.Module):
                 keep = keep[..., None] & (frames < batch.frame_lengths[modality][..., None])
             features[modality] = (values - mean) / std * keep[..., None].to(values.dtype)
         return dataclasses.replace(batch, features=features)
+
+    @classmethod
+    def parse_params(cls, config: dict) -> ModelParams:
+        """The ``model`` section and the model's own as :attr:`params_type` (a ``ConfigError`` for an
+        unknown key or a wrong value)."""
+        shared = [f.name for f in fields(ModelParams)]
+        own = [f.name for f in fields(cls.params_type) if f.name not in shared]
+        sections = {"model": (section(config, "model"), shared), cls.name: (config.get(cls.name), own)}
+        return parse_sections(cls.params_type, sections)
 
     # -- one encoder pass per training step ---------------------------------------------------------
     def encode_for_stage(self, batch: Batch, encode: Callable[[Batch], Any]) -> Any:

@@ -21,7 +21,7 @@ class BcLSTM(InfoFusionModel):
 
     def __init__(self, info: DataInfo, config: dict) -> None:
         super().__init__(info, config)
-        hidden, dropout = int(self.hparams["hidden"]), float(self.hparams["dropout"])
+        hidden, dropout = self.params.hidden, self.params.dropout
         self.encoders = ModalityEncoders(info.dims, info.sequence, hidden, dropout)
         self.unimodal_context = nn.ModuleDict(
             {m: nn.LSTM(hidden, hidden // 2, batch_first=True, bidirectional=True) for m in info.modalities}

@@ -18,7 +18,7 @@ class LateFusion(InfoFusionModel):
 
     def __init__(self, info: DataInfo, config: dict) -> None:
         super().__init__(info, config)
-        hidden, dropout = int(self.hparams["hidden"]), float(self.hparams["dropout"])
+        hidden, dropout = self.params.hidden, self.params.dropout
         self.encoders = ModalityEncoders(info.dims, info.sequence, hidden, dropout)
         self.head = mlp([hidden * len(info.modalities), hidden, info.output_dim], dropout)
 

@@ -15,23 +15,39 @@ The subnetworks and the appended 1 come from ``tfn.py``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from torch import nn
 
+from ..config import Modality, PositiveInt
 from ..data.batching import Batch
-from .base import DataInfo, InfoFusionModel, ModelOutput
+from .base import DataInfo, InfoFusionModel, ModelOutput, ModelParams
 from .tfn import ModalitySubnetworks, subnetwork_widths, with_constant_one
+
+
+@dataclass
+class LMFParams(ModelParams):
+    """``model.hidden`` is not read: ``fusion_dim`` and the subnetwork widths size LMF."""
+
+    rank: PositiveInt = 4
+    fusion_dim: PositiveInt = 32  # width of the fused vector h, read out by a linear layer
+    # Subnetwork widths, one per modality; no tensor is built, so text can be wide.
+    modality_dims: dict[Modality, PositiveInt] = field(
+        default_factory=lambda: {"text": 64, "audio": 16, "visual": 16}
+    )
 
 
 class LMF(InfoFusionModel):
     name = "lmf"
     unit = "utterance"
+    params_type = LMFParams
+    params: LMFParams
 
     def __init__(self, info: DataInfo, config: dict) -> None:
         super().__init__(info, config)
-        dropout = float(self.hparams["dropout"])
-        rank, fusion_dim = int(self.hparams["rank"]), int(self.hparams["fusion_dim"])
-        widths = subnetwork_widths(self.hparams, info.modalities)
+        dropout, rank, fusion_dim = self.params.dropout, self.params.rank, self.params.fusion_dim
+        widths = subnetwork_widths(self.params.modality_dims, info.modalities)
         self.subnetworks = ModalitySubnetworks(info, widths, dropout)
         # factors[m][i] is W_m^(i): (width_m + 1) inputs, the trailing 1 acting as the factor's bias.
         self.factors = nn.ParameterDict(

@@ -34,20 +34,24 @@ their MOSI script (``configs/mind.yaml``) apply. Design notes and measurements: 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from itertools import combinations
+from typing import Annotated, Literal
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..config import ConfigError, Fraction, NonNegativeInt, PositiveInt, Range
 from ..data.batching import Batch, DialogueLoader
 from ..mi import barlow_twins_loss, build_estimator, grad_reverse, hsic
-from .base import DataInfo, InfoFusionModel, ModelOutput
+from ..mi.terms import Kernel
+from .base import DataInfo, InfoFusionModel, ModelOutput, ModelParams
 from .layers import ModalityEncoders, mlp
 
 TERMS = ("np", "info", "cons", "diff", "recon", "cyr")
 NOISE_TERMS = ("np", "cyr")  # meaningless without N
-CODE_KINDS = ("Z", "S", "P")
+CodeKind = Literal["Z", "S", "P"]
 
 
 def dense_gelu(width: int) -> nn.Sequential:
@@ -55,7 +59,7 @@ def dense_gelu(width: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(width, width), nn.GELU())
 
 
-def barlow_twins_off_diagonal_weight(setting: str | float, width: int) -> float | None:
+def barlow_twins_off_diagonal_weight(setting: Literal["dim", "1/dim"] | float, width: int) -> float | None:
     """λ_BT: ``"dim"`` (the paper's wording; None lets the library use the width), ``"1/dim"`` (Tsai et
     al. 2021, and the authors' released code) or a number."""
     if setting == "dim":
@@ -65,56 +69,84 @@ def barlow_twins_off_diagonal_weight(setting: str | float, width: int) -> float 
     return float(setting)
 
 
-def parse_predict_from(value: str | list[str]) -> list[str]:
-    """``"S,P"`` or ``["S", "P"]`` to ``["S", "P"]``, checked against Z, S and P."""
-    kinds = [k.strip() for k in value.split(",")] if isinstance(value, str) else [str(k) for k in value]
-    unknown = [k for k in kinds if k not in CODE_KINDS]
-    if not kinds or unknown:
-        raise ValueError(f"mind.predict_from must list some of {CODE_KINDS}, got {value!r}")
-    return kinds
+@dataclass
+class MInDParams(ModelParams):
+    """Loss weights of eq. 19 from the authors' MOSI script; see ``configs/mind.yaml``."""
+
+    alpha: float = 1.0e-2  # L_Info: Deep InfoMax JSD for (ΣZ, S_m), (Z_m, P_m), (G_m, N_m)
+    beta: float = 1.0e-4  # L_Cons: Barlow Twins between shared codes of modality pairs
+    gamma: float = 1.0e-3  # L_Diff: HSIC of (S,P), (S,N), (P_a,P_b), (P,N)
+    lambda_: float = 0.1  # ``mind.lambda``: L_Recon and L_CyR
+    np_weight: float = 1.0  # L_NP
+    # Table 2 switches: each false removes one term (not computed, not logged, no networks built).
+    info: bool = True
+    cons: bool = True
+    diff: bool = True
+    recon: bool = True
+    cyr: bool = True
+    np: bool = True
+    noise: bool = True  # false: no N at all (and so no L_CyR, L_NP, nor N's parts of the others)
+    predict_from: list[CodeKind] = field(default_factory=lambda: ["S", "P"])  # codes the head sees
+    bt_lambda: Literal["dim", "1/dim"] | float = "dim"  # off-diagonal weight λ_BT
+    hsic_kernel: Kernel = "linear"
+    grl_scale: float = 1.0  # gradient-reversal factor of L_CyR and L_NP
+    cyr_detach_targets: bool = True
+    critic_hidden: PositiveInt = 128  # JSD statistics networks
+    critic_layers: NonNegativeInt = 2
+    critic: Literal["concat", "separable"] = "concat"
+    fusion_dim: Annotated[int, Range(2)] = 128  # eq. 15's FC width; the predictor's hidden layer: half
+    head_dropout: Fraction = 0.15
+    eval_noise_seed: int = 0  # the noise drawn in eval mode (predictions never use N)
+
+    def __post_init__(self) -> None:
+        if not self.predict_from:
+            raise ConfigError("mind.predict_from must list some of Z, S and P, got []")
 
 
 class MInD(InfoFusionModel):
     name = "mind"
     unit = "utterance"
     has_component_codes = True
+    params_type = MInDParams
+    params: MInDParams
 
     def __init__(self, info: DataInfo, config: dict) -> None:
         super().__init__(info, config)
-        hp = self.hparams
-        hidden, dropout = int(hp["hidden"]), float(hp["dropout"])
+        params = self.params
+        hidden, dropout = params.hidden, params.dropout
         modalities = info.modalities
-        self.use_noise = bool(hp["noise"])
-        self.enabled = {t: bool(hp[t]) and (self.use_noise or t not in NOISE_TERMS) for t in TERMS}
+        self.use_noise = params.noise
+        switches = {t: getattr(params, t) for t in TERMS}
+        self.enabled = {t: on and (self.use_noise or t not in NOISE_TERMS) for t, on in switches.items()}
         if len(modalities) < 2:
             self.enabled["cons"] = False  # no pair of modalities to make consistent
         self.weights = {
-            "np": float(hp["np_weight"]),
-            "info": float(hp["alpha"]),
-            "cons": float(hp["beta"]),
-            "diff": float(hp["gamma"]),
-            "recon": float(hp["lambda"]),
-            "cyr": float(hp["lambda"]),
+            "np": params.np_weight,
+            "info": params.alpha,
+            "cons": params.beta,
+            "diff": params.gamma,
+            "recon": params.lambda_,
+            "cyr": params.lambda_,
         }
-        self.predict_from = parse_predict_from(hp["predict_from"])
-        self.grl_scale = float(hp["grl_scale"])
-        self.cyr_detach_targets = bool(hp["cyr_detach_targets"])
-        self.eval_noise_seed = int(hp["eval_noise_seed"])
-        self.bt_lambda = barlow_twins_off_diagonal_weight(hp["bt_lambda"], hidden)
-        self.hsic_kernel = str(hp["hsic_kernel"])
+        self.predict_from = params.predict_from
+        self.grl_scale = params.grl_scale
+        self.cyr_detach_targets = params.cyr_detach_targets
+        self.eval_noise_seed = params.eval_noise_seed
+        self.bt_lambda = barlow_twins_off_diagonal_weight(params.bt_lambda, hidden)
+        self.hsic_kernel = params.hsic_kernel
 
         self.encoders = ModalityEncoders(info.dims, info.sequence, hidden, dropout)
         self.shared = dense_gelu(hidden)
         self.private = nn.ModuleDict({m: dense_gelu(hidden) for m in modalities})
-        fusion_dim, head_dropout = int(hp["fusion_dim"]), float(hp["head_dropout"])
+        fusion_dim, head_dropout = params.fusion_dim, params.head_dropout
         codes_in = len(self.predict_from) * len(modalities) * hidden
         # First layer: the paper's FC fusion with dimension reduction (eq. 15); the rest is G (eq. 16).
         self.head = mlp([codes_in, fusion_dim, fusion_dim // 2, info.output_dim], head_dropout, nn.GELU)
 
         critic = {
-            "hidden_dim": int(hp["critic_hidden"]),
-            "num_layers": int(hp["critic_layers"]),
-            "critic": str(hp.get("critic", "concat")),
+            "hidden_dim": params.critic_hidden,
+            "num_layers": params.critic_layers,
+            "critic": params.critic,
         }
         self.critics = nn.ModuleDict()
         if self.enabled["info"]:

@@ -25,15 +25,17 @@ With one modality there is no pair to compare, so the similarity term is absent.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import combinations
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..config import ConfigError, Fraction, PositiveInt
 from ..data.batching import Batch
 from ..mi import cmd
-from .base import DataInfo, InfoFusionModel, ModelOutput
+from .base import DataInfo, InfoFusionModel, ModelOutput, ModelParams
 from .layers import ModalityEncoders
 
 CMD_MOMENTS = 5  # the authors' K
@@ -53,14 +55,33 @@ def soft_orthogonality(first: torch.Tensor, second: torch.Tensor, eps: float = 1
     return (first.T @ second).pow(2).mean()
 
 
+@dataclass
+class MISAParams(ModelParams):
+    dropout: Fraction = 0.5
+    sim_weight: float = 1.0  # CMD between the shared codes of every modality pair; 0 turns it off
+    diff_weight: float = 0.3  # soft orthogonality shared/private and private/private; 0 turns it off
+    recon_weight: float = 1.0  # MSE reconstruction from shared + private; 0 turns it off
+    fusion_heads: PositiveInt = 2
+    fusion_feedforward: PositiveInt = 2048  # PyTorch's default, which the authors' code used
+
+    def __post_init__(self) -> None:
+        if self.hidden % self.fusion_heads:
+            raise ConfigError(
+                f"model.hidden ({self.hidden}) must be a multiple of misa.fusion_heads ({self.fusion_heads})"
+            )
+
+
 class MISA(InfoFusionModel):
     name = "misa"
     unit = "utterance"
+    params_type = MISAParams
+    params: MISAParams
 
     def __init__(self, info: DataInfo, config: dict) -> None:
         super().__init__(info, config)
-        self.weights = {term: float(self.hparams[f"{term}_weight"]) for term in ("sim", "diff", "recon")}
-        hidden, dropout = int(self.hparams["hidden"]), float(self.hparams["dropout"])
+        params = self.params
+        self.weights = {"sim": params.sim_weight, "diff": params.diff_weight, "recon": params.recon_weight}
+        hidden, dropout = params.hidden, params.dropout
         self.encoders = ModalityEncoders(info.dims, info.sequence, hidden, dropout)
         self.project = nn.ModuleDict(
             {
@@ -78,11 +99,7 @@ class MISA(InfoFusionModel):
         # The code's nn.TransformerEncoderLayer(d_model=hidden, nhead=2): PyTorch's defaults (post-norm,
         # feed-forward 2048, dropout 0.1) unless misa.fusion_feedforward says otherwise.
         fusion_layer = nn.TransformerEncoderLayer(
-            hidden,
-            int(self.hparams["fusion_heads"]),
-            int(self.hparams["fusion_feedforward"]),
-            0.1,
-            batch_first=True,
+            hidden, params.fusion_heads, params.fusion_feedforward, 0.1, batch_first=True
         )
         self.fusion = nn.TransformerEncoder(fusion_layer, 1, enable_nested_tensor=False)
         codes = 2 * len(info.modalities)

@@ -18,14 +18,17 @@ this file avoids.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
 
+from ..config import Fraction, NonNegativeFloat, PositiveFloat, PositiveInt
 from ..data.batching import Batch, DialogueLoader
 from ..mi import GaussianMemoryEntropy, build_estimator, sentiment_groups
-from .base import DataInfo, InfoFusionModel, ModelOutput, Stage
+from .base import DataInfo, InfoFusionModel, ModelOutput, ModelParams, Stage
 from .layers import ModalityEncoders, mlp, zero_connected_to
 
 # MMSA's token ids are bert-base-uncased WordPiece ids; a text model must share that vocabulary.
@@ -91,28 +94,52 @@ class TransformerTextEncoder(nn.Module):
         return output.last_hidden_state[:, 0]
 
 
+@dataclass
+class MMIMParams(ModelParams):
+    """Names in comments: the authors' ``src/config.py``."""
+
+    hidden: PositiveInt = 128  # d_prjh (fusion width); also the width of a projected text vector
+    dropout: Fraction = 0.1  # dropout_prj, dropout_a, dropout_v
+    # auto: a transformer when the data has token ids, else a projection of text vectors.
+    text_encoder: Literal["auto", "transformer", "projection"] = "auto"
+    text_model: str | None = None  # None: the offline all-MiniLM-L6-v2 wheel; or a HF name or a folder
+    text_lr: NonNegativeFloat = 5.0e-5  # lr_bert
+    text_weight_decay: NonNegativeFloat = 1.0e-4
+    max_text_length: PositiveInt = 50  # when transcripts are tokenised on the fly
+    modality_dim: PositiveInt = 16  # d_aout / d_vout: width of the audio and visual vectors
+    alpha: float = 0.1  # weight of CPC
+    beta: float = 0.1  # weight of the MMILB likelihood + entropy
+    cpc: bool = True
+    mmilb: bool = True
+    entropy: bool = True
+    entropy_projection: bool = False  # true: entropy of a trained tanh projection, the authors' design
+    mmilb_lr: NonNegativeFloat = 1.0e-3
+    mmilb_weight_decay: NonNegativeFloat = 1.0e-4  # weight_decay_club
+    memory_size: PositiveInt = 1  # batches of each label group remembered for the entropy estimate
+    entropy_jitter: PositiveFloat = 1.0e-4
+
+
 class MMIM(InfoFusionModel):
     name = "mmim"
     unit = "utterance"
     can_read_transcripts = True  # with mmim.text_encoder=transformer
+    params_type = MMIMParams
+    params: MMIMParams
 
     def __init__(self, info: DataInfo, config: dict) -> None:
         super().__init__(info, config)
-        hp = self.hparams
-        hidden, dropout = int(hp["hidden"]), float(hp["dropout"])
-        modality_dim = int(hp["modality_dim"])
-        self.alpha, self.beta = float(hp["alpha"]), float(hp["beta"])
-        self.use_cpc, self.use_mmilb = bool(hp["cpc"]), bool(hp["mmilb"])
-        self.use_entropy = self.use_mmilb and bool(hp["entropy"])
+        params = self.params
+        hidden, dropout, modality_dim = params.hidden, params.dropout, params.modality_dim
+        self.alpha, self.beta = params.alpha, params.beta
+        self.use_cpc, self.use_mmilb = params.cpc, params.mmilb
+        self.use_entropy = self.use_mmilb and params.entropy
 
         # MMILB pairs the anchor with each other modality: text-audio and text-visual in MMIM; data
         # without text anchors on its first modality.
         self.anchor = "text" if "text" in info.modalities else info.modalities[0]
         others = [m for m in info.modalities if m != self.anchor]
 
-        choice = str(hp["text_encoder"])
-        if choice not in ("auto", "transformer", "projection"):
-            raise ValueError(f"mmim.text_encoder must be auto, transformer or projection, got {choice!r}")
+        choice = params.text_encoder
         use_transformer = self.anchor == "text" and (
             choice == "transformer" or (choice == "auto" and info.has_tokens)
         )
@@ -120,7 +147,7 @@ class MMIM(InfoFusionModel):
         projected = {m: info.dims[m] for m in [self.anchor] if not use_transformer}
         if use_transformer:
             self.text_transformer = TransformerTextEncoder(
-                str(hp.get("text_model") or default_text_model()), int(hp["max_text_length"]), info.has_tokens
+                params.text_model or default_text_model(), params.max_text_length, info.has_tokens
             )
         # The anchor (a text vector or sequence) is projected to `hidden`, the other modalities to the
         # small `modality_dim` of the authors' audio/visual encoders.
@@ -144,7 +171,7 @@ class MMIM(InfoFusionModel):
         # MMILB: Gaussian decoders q(m | anchor), hidden width = target width as in the authors' code.
         # The decoder's variance floor is the entropy's jitter: below that scale the entropy estimate stops
         # falling, so a lower floor would pay the encoders to shrink a modality vector towards a constant.
-        jitter = float(hp["entropy_jitter"])
+        jitter = params.entropy_jitter
         self.mmilb = nn.ModuleDict(
             {
                 m: build_estimator(
@@ -164,12 +191,12 @@ class MMIM(InfoFusionModel):
         # authors build it, and trained in stage 2 (the reference code never updates it); without, the
         # modality vector itself — the space of the likelihood, which makes H + E log q a coherent bound.
         entropy_dims = {
-            m: max(1, self.dims[m] // 4) if hp["entropy_projection"] else self.dims[m] for m in self.mmilb
+            m: max(1, self.dims[m] // 4) if params.entropy_projection else self.dims[m] for m in self.mmilb
         }
         self.entropy_projection = nn.ModuleDict(
             {
                 m: nn.Sequential(nn.Linear(self.dims[m], entropy_dims[m]), nn.Tanh())
-                if hp["entropy_projection"]
+                if params.entropy_projection
                 else nn.Identity()
                 for m in self.mmilb
             }
@@ -179,9 +206,7 @@ class MMIM(InfoFusionModel):
         self.num_groups = 2 if info.task == "regression" else max(2, info.num_classes)
         self.entropy_memory = nn.ModuleDict(
             {
-                m: GaussianMemoryEntropy(
-                    entropy_dims[m], int(hp["memory_size"]), float(hp["entropy_jitter"]), self.num_groups
-                )
+                m: GaussianMemoryEntropy(entropy_dims[m], params.memory_size, jitter, self.num_groups)
                 for m in self.entropy_projection
             }
         )
@@ -287,14 +312,13 @@ class MMIM(InfoFusionModel):
     def auxiliary_stages(self) -> list[Stage]:
         if not self.mmilb:
             return []
-        hp = self.hparams
         return [
             Stage(
                 "mmilb",
                 self.mmilb_parameters(),
                 self.mmilb_stage_loss,
-                lr=float(hp["mmilb_lr"]),
-                weight_decay=float(hp["mmilb_weight_decay"]),
+                lr=self.params.mmilb_lr,
+                weight_decay=self.params.mmilb_weight_decay,
             )
         ]
 
@@ -310,8 +334,8 @@ class MMIM(InfoFusionModel):
             {**groups[0], "params": main},
             {
                 "params": text,
-                "lr": float(self.hparams["text_lr"]),
-                "weight_decay": float(self.hparams["text_weight_decay"]),
+                "lr": self.params.text_lr,
+                "weight_decay": self.params.text_weight_decay,
             },
         ]
 

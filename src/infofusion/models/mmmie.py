@@ -19,19 +19,53 @@ split go to ``history.jsonl`` (the curves of the paper's Fig. 2 and 3). See docs
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import combinations
+from typing import Annotated, Literal, get_args
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..config import ConfigError, NonNegativeFloat, NonNegativeInt, PositiveInt, Range
 from ..data.batching import Batch, DialogueLoader
 from ..mi import build_estimator
-from .base import DataInfo, InfoFusionModel, ModelOutput, Stage
+from .base import DataInfo, InfoFusionModel, ModelOutput, ModelParams, Stage
 from .layers import run_over_dialogue, sinusoidal_positions, zero_connected_to
 
-ENCODER_KINDS = ("conv", "transformer")
-SPEAKER_ID_SOURCES = ("dialogue", "global")
+EncoderKind = Literal["conv", "transformer"]
+ENCODER_KINDS = get_args(EncoderKind)
+
+
+@dataclass
+class MMMIEParams(ModelParams):
+    alpha: float = 0.3  # weight of L_MI = -Σ MINE(f_a; f_b) over modality pairs (eq. 18)
+    beta: float = 2.0e-4  # weight of L_MSI = Σ CLUB(h_m; f_m) over modalities (eq. 18)
+    # Table 5 switches: false = the component is not built, not computed and not logged.
+    identity: bool = True  # Identity Embedding
+    mine: bool = True  # MI maximisation (needs two modalities or more)
+    club: bool = True  # MI minimisation
+    monitor: bool = False  # true: still train and log an estimator whose term is off (Fig. 2/3)
+    # dialogue: order of first appearance in the dialogue | global: training speaker names
+    speaker_ids: Literal["dialogue", "global"] = "dialogue"
+    max_speakers: PositiveInt = 10  # identity rows for per-dialogue ids; later speakers share the last row
+    encoder: EncoderKind = "conv"  # the layer in front of each modality's LSTM
+    conv_kernel: PositiveInt = 3
+    heads: PositiveInt = 4  # transformer encoder only
+    critic_hidden: PositiveInt = 64  # MINE critic and CLUB decoder widths
+    critic_layers: NonNegativeInt = 2
+    mine_critic: Literal["concat", "separable"] = "concat"
+    mine_moving_average: Annotated[float, Range(0.0, 1.0, low_open=True)] = 0.01
+    estimator_lr: NonNegativeFloat = 1.0e-3  # the estimators' own Adam (the paper gives none)
+    estimator_weight_decay: NonNegativeFloat = 0.0
+    diagnostic_chunk: PositiveInt = 128  # utterances per block of the per-epoch MI curves
+
+    def __post_init__(self) -> None:
+        if self.encoder == "transformer" and self.hidden % self.heads:
+            raise ConfigError(
+                f"model.hidden ({self.hidden}) must be a multiple of mmmie.heads ({self.heads}) "
+                "for mmmie.encoder=transformer"
+            )
 
 
 def masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -116,17 +150,19 @@ class UtteranceEncoder(nn.Module):
 class MMMIE(InfoFusionModel):
     name = "mmmie"
     unit = "dialogue"
+    params_type = MMMIEParams
+    params: MMMIEParams
 
     def __init__(self, info: DataInfo, config: dict) -> None:
         super().__init__(info, config)
-        hp = self.hparams
-        hidden, dropout = int(hp["hidden"]), float(hp["dropout"])
-        self.alpha, self.beta = float(hp["alpha"]), float(hp["beta"])
-        self.use_mine = bool(hp["mine"]) and len(info.modalities) >= 2  # no pair, no L_MI
-        self.use_club = bool(hp["club"])
+        params = self.params
+        hidden, dropout = params.hidden, params.dropout
+        self.alpha, self.beta = params.alpha, params.beta
+        self.use_mine = params.mine and len(info.modalities) >= 2  # no pair, no L_MI
+        self.use_club = params.club
         # monitor: keep training an estimator whose term is switched off, so its curve is still logged
         # (the "not optimised" curves of Fig. 2 and 3); off means not built at all.
-        monitor = bool(hp["monitor"])
+        monitor = params.monitor
         self.pairs = list(combinations(info.modalities, 2))
 
         self.encoders = nn.ModuleDict(
@@ -135,27 +171,23 @@ class MMMIE(InfoFusionModel):
                     info.dims[m],
                     hidden,
                     info.sequence[m],
-                    str(hp["encoder"]),
-                    int(hp["conv_kernel"]),
-                    int(hp["heads"]),
+                    params.encoder,
+                    params.conv_kernel,
+                    params.heads,
                     dropout,
                 )
                 for m in info.modalities
             }
         )
-        self.speaker_source = str(hp["speaker_ids"])
-        if self.speaker_source not in SPEAKER_ID_SOURCES:
-            raise ValueError(
-                f"mmmie.speaker_ids must be one of {SPEAKER_ID_SOURCES}, got {self.speaker_source!r}"
-            )
-        self.identity = self.identity_embedding(hidden) if bool(hp["identity"]) else None
+        self.speaker_source = params.speaker_ids
+        self.identity = self.identity_embedding(hidden) if params.identity else None
         self.context = nn.ModuleDict({m: nn.LSTM(hidden, hidden, batch_first=True) for m in info.modalities})
         self.fusion = nn.Sequential(
             nn.Dropout(dropout), nn.Linear(hidden * len(info.modalities), hidden), nn.ReLU()
         )
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, info.output_dim))
 
-        critic = {"hidden_dim": int(hp["critic_hidden"]), "num_layers": int(hp["critic_layers"])}
+        critic = {"hidden_dim": params.critic_hidden, "num_layers": params.critic_layers}
         build_mine = len(self.pairs) > 0 and (self.use_mine or monitor)
         self.mine = nn.ModuleDict(
             {
@@ -163,8 +195,8 @@ class MMMIE(InfoFusionModel):
                     "mine",
                     hidden,
                     hidden,
-                    moving_average_rate=float(hp["mine_moving_average"]),
-                    critic=str(hp.get("mine_critic", "concat")),
+                    moving_average_rate=params.mine_moving_average,
+                    critic=params.mine_critic,
                     **critic,
                 )
                 for a, b in self.pairs
@@ -184,7 +216,7 @@ class MMMIE(InfoFusionModel):
         unknown speakers, kept at zero (``padding_idx``) so an unseen speaker adds no identity at all."""
         if self.speaker_source == "global":
             return nn.Embedding(len(self.info.speaker_vocabulary) + 1, hidden, padding_idx=0)
-        return nn.Embedding(int(self.hparams["max_speakers"]), hidden)
+        return nn.Embedding(self.params.max_speakers, hidden)
 
     def speaker_ids(self, batch: Batch) -> torch.Tensor:
         if self.speaker_source == "global":
@@ -282,8 +314,8 @@ class MMMIE(InfoFusionModel):
                 "estimators",
                 self.estimator_parameters(),
                 self.estimator_stage_loss,
-                lr=float(self.hparams["estimator_lr"]),
-                weight_decay=float(self.hparams["estimator_weight_decay"]),
+                lr=self.params.estimator_lr,
+                weight_decay=self.params.estimator_weight_decay,
             )
         ]
 
@@ -305,7 +337,7 @@ class MMMIE(InfoFusionModel):
         inputs = {m: torch.cat([c[0][m] for c in collected]) for m in self.info.modalities}
         outputs = {m: torch.cat([c[1][m] for c in collected]) for m in self.info.modalities}
         total = next(iter(outputs.values())).shape[0]
-        chunk = max(2, int(self.hparams["diagnostic_chunk"]))
+        chunk = max(2, self.params.diagnostic_chunk)
         sums: dict[str, float] = {}
         blocks = 0
         for start in range(0, total, chunk):

@@ -26,12 +26,14 @@ Choices (see docs/baselines.md):
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from ..config import ConfigError, Fraction, Modality, PositiveInt
 from ..data.batching import Batch
-from .base import DataInfo, InfoFusionModel, ModelOutput
+from .base import DataInfo, InfoFusionModel, ModelOutput, ModelParams
 from .layers import sinusoidal_positions
 
 
@@ -78,26 +80,49 @@ class CrossModalTransformer(nn.Module):
         return self.norm(target)
 
 
+@dataclass
+class MulTParams(ModelParams):
+    """``model.hidden`` is not read: ``dim`` is the common width."""
+
+    dropout: Fraction = 0.1  # relu_dropout and res_dropout
+    dim: PositiveInt = 30  # d_l = d_a = d_v
+    heads: PositiveInt = 5
+    layers: PositiveInt = 3  # cross-modal blocks per source -> target; self-attention uses max(layers, 3)
+    attention_dropout: Fraction = 0.1
+    embed_dropout: Fraction = 0.25
+    out_dropout: Fraction = 0.0
+    # Temporal convolution per modality, odd (one output per frame); used for frame sequences only.
+    conv_kernels: dict[Modality, PositiveInt] = field(
+        default_factory=lambda: {"text": 1, "audio": 1, "visual": 1}
+    )
+
+    def __post_init__(self) -> None:
+        for modality, kernel in self.conv_kernels.items():
+            if kernel % 2 == 0:
+                raise ConfigError(f"mult.conv_kernels.{modality} must be odd, got {kernel}")
+        if self.dim % self.heads:
+            raise ConfigError(f"mult.dim ({self.dim}) must be a multiple of mult.heads ({self.heads})")
+
+
 class MulT(InfoFusionModel):
     name = "mult"
     unit = "utterance"
+    params_type = MulTParams
+    params: MulTParams
 
     def __init__(self, info: DataInfo, config: dict) -> None:
         super().__init__(info, config)
-        hp = self.hparams
-        dim, heads, layers = int(hp["dim"]), int(hp["heads"]), int(hp["layers"])
-        attention_dropout, dropout = float(hp["attention_dropout"]), float(hp["dropout"])
-        kernels = hp.get("conv_kernels") or {}
+        params = self.params
+        dim, heads, layers = params.dim, params.heads, params.layers
+        attention_dropout, dropout = params.attention_dropout, params.dropout
         self.dim = dim
-        self.embed_dropout = nn.Dropout(float(hp["embed_dropout"]))
+        self.embed_dropout = nn.Dropout(params.embed_dropout)
         self.sources = {m: [s for s in info.modalities if s != m] or [m] for m in info.modalities}
 
         # Odd kernels with "same" padding keep one output per frame (the code's default kernel is 1).
         self.projections = nn.ModuleDict()
         for modality in info.modalities:
-            kernel = int(kernels.get(modality, 1)) if info.sequence[modality] else 1
-            if kernel % 2 == 0:
-                raise ValueError(f"mult.conv_kernels.{modality} must be odd, got {kernel}")
+            kernel = params.conv_kernels.get(modality, 1) if info.sequence[modality] else 1
             self.projections[modality] = nn.Conv1d(
                 info.dims[modality], dim, kernel, padding=kernel // 2, bias=False
             )
@@ -121,7 +146,7 @@ class MulT(InfoFusionModel):
         self.residual = nn.Sequential(
             nn.Linear(combined, combined),
             nn.ReLU(),
-            nn.Dropout(float(hp["out_dropout"])),
+            nn.Dropout(params.out_dropout),
             nn.Linear(combined, combined),
         )
         self.out_layer = nn.Linear(combined, info.output_dim)

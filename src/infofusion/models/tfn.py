@@ -16,11 +16,14 @@ low-rank version of this fusion.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from torch import nn
 
+from ..config import Modality, PositiveInt
 from ..data.batching import Batch
-from .base import DataInfo, InfoFusionModel, ModelOutput
+from .base import DataInfo, InfoFusionModel, ModelOutput, ModelParams
 from .layers import ModalityEncoder, ModalityEncoders, mlp
 
 
@@ -40,13 +43,21 @@ def tensor_fusion(vectors: list[torch.Tensor]) -> torch.Tensor:
     return fused
 
 
-def subnetwork_widths(hparams: dict, modalities: list[str]) -> dict[str, int]:
-    """The ``modality_dims`` mapping of a model's config, checked to cover every modality of the data."""
-    widths = hparams.get("modality_dims") or {}
+def subnetwork_widths(widths: dict[str, int], modalities: list[str]) -> dict[str, int]:
+    """A model's ``modality_dims``, checked to cover every modality of the data."""
     missing = [m for m in modalities if m not in widths]
     if missing:
         raise ValueError(f"modality_dims has no width for {', '.join(missing)}; got {dict(widths)}")
-    return {m: int(widths[m]) for m in modalities}
+    return {m: widths[m] for m in modalities}
+
+
+@dataclass
+class TFNParams(ModelParams):
+    hidden: PositiveInt = 64  # post-fusion layers (the paper's post_fusion_dim: 32-128)
+    # Subnetwork widths, one per modality: the fused tensor has Π (width + 1) entries.
+    modality_dims: dict[Modality, PositiveInt] = field(
+        default_factory=lambda: {"text": 32, "audio": 16, "visual": 16}
+    )
 
 
 class ModalitySubnetworks(ModalityEncoders):
@@ -65,11 +76,13 @@ class ModalitySubnetworks(ModalityEncoders):
 class TFN(InfoFusionModel):
     name = "tfn"
     unit = "utterance"
+    params_type = TFNParams
+    params: TFNParams
 
     def __init__(self, info: DataInfo, config: dict) -> None:
         super().__init__(info, config)
-        widths = subnetwork_widths(self.hparams, info.modalities)
-        hidden, dropout = int(self.hparams["hidden"]), float(self.hparams["dropout"])
+        widths = subnetwork_widths(self.params.modality_dims, info.modalities)
+        hidden, dropout = self.params.hidden, self.params.dropout
         self.subnetworks = ModalitySubnetworks(info, widths, dropout)
         fused_dim = 1
         for modality in info.modalities:
