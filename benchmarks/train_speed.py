@@ -53,7 +53,9 @@ def worker(model: str, spec: str, overrides: list[str], epochs: int, threads: in
 
     settings = [f"train.epochs={epochs}", f"train.patience={epochs}", f"train.threads={threads}", *overrides]
     config = resolve_config(model, None, settings, {"data": {"spec": spec}})
-    dataset = load_data_for_config(config)
+    prepare_started = time.perf_counter()
+    dataset = load_data_for_config(config)  # with a text front end: windows, and frozen vectors
+    prepare_seconds = time.perf_counter() - prepare_started
     before = current_rss_mb()
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(config, run_dir, dataset=dataset, echo=lambda _: None)
@@ -70,6 +72,7 @@ def worker(model: str, spec: str, overrides: list[str], epochs: int, threads: in
         "peak_rss_mb": peak,
         "training_rss_mb": peak - before,
         "train_utterances": sum(len(d) for d in dataset.splits["train"]),
+        "prepare_seconds": prepare_seconds,
     }
 
 

@@ -31,6 +31,7 @@ from .models import DataInfo, InfoFusionModel, build_model, get_model_class, mod
 from .models.base import probabilities
 from .runinfo import run_information
 from .runs import RunDir
+from .text import prepare_text, text_settings
 
 # Environment hook for tests: hard-exit (as a kill would) right after the checkpoint of this epoch.
 KILL_AFTER_EPOCH_ENV = "INFOFUSION_KILL_AFTER_EPOCH"
@@ -45,9 +46,15 @@ def seed_everything(seed: int) -> None:
 
 def load_data_for_config(config: dict) -> Dataset:
     data = config["data"]
-    dataset = load_dataset(str(data["spec"]), data)
+    text = text_settings(config)
+    # A front end replaces the sentence vectors: don't spend minutes computing them first.
+    options = {**data, "encoder": "none"} if text.mode != "sentence" else data
+    dataset = load_dataset(str(data["spec"]), options)
     if data.get("modalities"):
         dataset = dataset.select_modalities(data["modalities"])
+    model_class = get_model_class(config["model_name"]) if config.get("model_name") else None
+    needs_windows = model_class is not None and model_class.reads_token_embeddings(config)
+    prepare_text(dataset, text, model_needs_windows=needs_windows, cache_dir=data.get("cache_dir"))
     return dataset
 
 
@@ -223,7 +230,7 @@ class Trainer:
 
             batches_iter = track(loader, description=f"epoch {epoch + 1}", total=len(loader), transient=True)
         for batch in batches_iter:
-            batch = self._drop_modalities(batch).to(self.device)
+            batch = self.model.prepare_batch(self._drop_modalities(batch).to(self.device))
             for stage, optimizer in zip(self.stages, self.stage_optimizers, strict=True):
                 optimizer.zero_grad(set_to_none=True)
                 stage_loss = stage.loss(batch)
@@ -258,7 +265,7 @@ class Trainer:
         self.model.eval()
         outputs, labels = [], []
         for batch in self.loaders[split]:
-            batch = batch.to(self.device)
+            batch = self.model.prepare_batch(batch.to(self.device))
             predictions = batch.flat(self.model(batch).predictions)
             outputs.append(predictions.float().cpu())
             labels.append(batch.flat(batch.labels).cpu())

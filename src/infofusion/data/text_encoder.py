@@ -34,6 +34,7 @@ from .types import DataError
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 _BUNDLED_NAMES = frozenset({DEFAULT_ENCODER, f"sentence-transformers/{DEFAULT_ENCODER}"})
 _HASHING_PREFIX = "hashing"
+NO_ENCODER = "none"
 _HASHING_DEFAULT_DIM = 256
 # Bump when the cached features would change for the same file and encoder (e.g. new text clean-up).
 _CACHE_VERSION = 1
@@ -256,6 +257,17 @@ class HashingTextEncoder:
         return features / np.maximum(norms, 1e-12)
 
 
+class NoTextEncoder:
+    """``none``: a zero placeholder per utterance, for data whose text vectors come from elsewhere (the
+    text front end) and would be computed for nothing."""
+
+    name = NO_ENCODER
+    dim = 1
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return np.zeros((len(texts), 1), dtype=np.float32)
+
+
 def _hashing_tokens(text: str) -> Iterator[str]:
     for word in re.findall(r"\w+", text.lower()):
         yield "w:" + word
@@ -275,8 +287,10 @@ def _hashing_dim(name: str) -> int | None:
 @functools.lru_cache(maxsize=4)
 def get_text_encoder(
     name: str = DEFAULT_ENCODER, device: str = "cpu", batch_size: int = 64
-) -> TextEncoder | HashingTextEncoder:
+) -> TextEncoder | HashingTextEncoder | NoTextEncoder:
     """The encoder called ``name``; loaded once per process (models take seconds to load)."""
+    if name == NO_ENCODER:
+        return NoTextEncoder()
     hashing_dim = _hashing_dim(name)
     if hashing_dim is not None:
         return HashingTextEncoder(hashing_dim)

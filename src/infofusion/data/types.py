@@ -91,6 +91,10 @@ class Dataset:
         return len(self.feature_shape(modality)) == 2
 
     @property
+    def has_windows(self) -> bool:
+        return any(u.window is not None for ds in self.splits.values() for d in ds for u in d.utterances)
+
+    @property
     def has_tokens(self) -> bool:
         return any(u.tokens is not None for ds in self.splits.values() for d in ds for u in d.utterances)
 

@@ -20,6 +20,7 @@ from torch.nn import functional as F
 from ..config import Fraction, PositiveInt, parse_sections, section
 from ..data.batching import Batch, DialogueLoader, speaker_vocabulary
 from ..data.types import Dataset
+from ..text import TextFrontEnd, front_end_spec, text_settings
 
 
 @dataclass
@@ -45,6 +46,8 @@ class DataInfo:
     class_names: list[str] | None = None
     # data.standardize: per-modality training mean/std, applied to every input the model ever sees.
     feature_scaling: dict[str, dict[str, list[float]]] | None = None
+    # The utterances carry context windows: the model reads text through its own text front end.
+    text_windows: bool = False
     # How the features were made (data.provenance), recorded at training time for inference.
     provenance: dict | None = None
 
@@ -59,6 +62,7 @@ class DataInfo:
             speaker_vocabulary=speaker_vocabulary(dataset),
             has_tokens=dataset.has_tokens,
             class_names=dataset.classes,
+            text_windows=dataset.has_windows,
         )
 
     @property
@@ -102,6 +106,7 @@ class InfoFusionModel(nn.Module):
     has_component_codes: ClassVar[bool] = False  # collect_codes(loader): shared/private/noise codes
     has_fusion_representation: ClassVar[bool] = True  # forward's representations hold "fusion"
     can_read_transcripts: ClassVar[bool] = False  # may encode transcripts itself (see reads_transcripts)
+    exportable: ClassVar[bool] = True  # an ONNX graph of feature tensors can represent it (inference.onnx)
 
     def __init__(self, info: DataInfo, config: dict) -> None:
         super().__init__()
@@ -114,6 +119,10 @@ class InfoFusionModel(nn.Module):
         for modality, stats in (info.feature_scaling or {}).items():
             self.register_buffer(f"feature_mean_{modality}", torch.tensor(stats["mean"]), persistent=False)
             self.register_buffer(f"feature_std_{modality}", torch.tensor(stats["std"]), persistent=False)
+        self.text_settings = text_settings(config)
+        # The transformer over context windows, when the data carries them (text.mode frozen with a
+        # learned input, or finetune); otherwise the text modality is a plain feature vector.
+        self.text_front_end = TextFrontEnd(front_end_spec(self.text_settings)) if info.text_windows else None
 
     @property
     def reads_transcripts(self) -> bool:
@@ -148,6 +157,33 @@ class InfoFusionModel(nn.Module):
         own = [f.name for f in fields(cls.params_type) if f.name not in shared]
         sections = {"model": (section(config, "model"), shared), cls.name: (config.get(cls.name), own)}
         return parse_sections(cls.params_type, sections)
+
+    @classmethod
+    def reads_token_embeddings(cls, config: dict) -> bool:
+        """Whether the model adds learned vectors inside the text transformer (:meth:`token_embeddings`),
+        so a frozen front end's vectors cannot be computed once in advance."""
+        return False
+
+    # -- text through the front end ---------------------------------------------------------------
+    def prepare_batch(self, batch: Batch) -> Batch:
+        """The batch with its ``text`` features computed by the text front end from its windows.
+
+        Called once per batch by whoever feeds the model (the trainer, the predictor, the per-epoch
+        diagnostics), before any forward pass, so that a training step's stages and main loss share one
+        pass through the transformer.
+        """
+        if self.text_front_end is None or batch.windows is None:
+            return batch
+        windows, lengths = batch.flat(batch.windows), batch.flat(batch.window_lengths)
+        vectors = self.text_front_end(windows, lengths, self.token_embeddings(batch))
+        text = vectors.new_zeros(*batch.mask.shape, vectors.shape[-1])
+        text[batch.mask] = vectors
+        return dataclasses.replace(batch, features={**batch.features, "text": text})
+
+    def token_embeddings(self, batch: Batch) -> torch.Tensor | None:
+        """Vectors ``(N, L, H)`` added to the word embeddings of the real utterances' windows (MMMIE's
+        segment-level Identity Embedding); None adds nothing."""
+        return None
 
     # -- one encoder pass per training step ---------------------------------------------------------
     def encode_for_stage(self, batch: Batch, encode: Callable[[Batch], Any]) -> Any:
@@ -197,8 +233,15 @@ class InfoFusionModel(nn.Module):
     def parameter_groups(self, train: dict) -> list[dict]:
         """Main-optimiser groups; by default every parameter that no auxiliary stage owns."""
         owned = {id(p) for stage in self.auxiliary_stages() for p in stage.parameters}
+        groups = []
+        if self.text_front_end is not None:
+            # The pretrained transformer learns at its own (much smaller) rate, decayed layer by layer.
+            text = self.text_settings
+            groups = self.text_front_end.parameter_groups(text.lr, text.weight_decay)
+            owned |= {id(p) for p in self.text_front_end.parameters()}
         params = [p for p in self.parameters() if p.requires_grad and id(p) not in owned]
-        return [{"params": params, "lr": float(train["lr"]), "weight_decay": float(train["weight_decay"])}]
+        main = {"params": params, "lr": float(train["lr"]), "weight_decay": float(train["weight_decay"])}
+        return [main, *groups]
 
     def epoch_diagnostics(self, loader: DialogueLoader) -> dict[str, float]:
         """Extra numbers logged once per epoch (e.g. MI estimates between modalities)."""

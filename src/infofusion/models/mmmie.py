@@ -30,6 +30,7 @@ from torch.nn import functional as F
 from ..config import ConfigError, NonNegativeFloat, NonNegativeInt, PositiveInt, Range
 from ..data.batching import Batch, DialogueLoader
 from ..mi import build_estimator
+from ..text.windows import TURN
 from .base import DataInfo, InfoFusionModel, ModelOutput, ModelParams, Stage
 from .layers import run_over_dialogue, sinusoidal_positions, zero_connected_to
 
@@ -42,7 +43,11 @@ class MMMIEParams(ModelParams):
     alpha: float = 0.3  # weight of L_MI = -Σ MINE(f_a; f_b) over modality pairs (eq. 18)
     beta: float = 2.0e-4  # weight of L_MSI = Σ CLUB(h_m; f_m) over modalities (eq. 18)
     # Table 5 switches: false = the component is not built, not computed and not logged.
-    identity: bool = True  # Identity Embedding
+    # Identity Embedding: segment = a speaker vector per token inside the text transformer, in place of
+    # its segment embedding (Sec. 3.2, eq. 1-3; needs text.mode frozen or finetune), and added to the
+    # audio/visual encodings; utterance (or true) = added to every modality's encoding before its LSTM;
+    # false = none (Table 5).
+    identity: bool | Literal["segment", "utterance"] = True
     mine: bool = True  # MI maximisation (needs two modalities or more)
     club: bool = True  # MI minimisation
     monitor: bool = False  # true: still train and log an estimator whose term is off (Fig. 2/3)
@@ -180,7 +185,22 @@ class MMMIE(InfoFusionModel):
             }
         )
         self.speaker_source = params.speaker_ids
+        self.segment_identity = params.identity == "segment"
+        if self.segment_identity and (self.text_front_end is None or "text" not in info.modalities):
+            raise ConfigError(
+                "mmmie.identity=segment puts the speaker inside the text transformer: it needs the text "
+                "modality with text.mode=frozen or text.mode=finetune"
+            )
         self.identity = self.identity_embedding(hidden) if params.identity else None
+        self.token_identity = None
+        if self.segment_identity:
+            self.token_identity = self.identity_embedding(self.text_front_end.hidden)
+            # BERT's own initialisation of embeddings: each speaker starts as a small shift of the
+            # pretrained segment embedding (row 0, which every token keeps underneath).
+            nn.init.normal_(self.token_identity.weight, std=0.02)
+            if self.token_identity.padding_idx is not None:
+                with torch.no_grad():
+                    self.token_identity.weight[self.token_identity.padding_idx].zero_()
         self.context = nn.ModuleDict({m: nn.LSTM(hidden, hidden, batch_first=True) for m in info.modalities})
         self.fusion = nn.Sequential(
             nn.Dropout(dropout), nn.Linear(hidden * len(info.modalities), hidden), nn.ReLU()
@@ -221,7 +241,21 @@ class MMMIE(InfoFusionModel):
     def speaker_ids(self, batch: Batch) -> torch.Tensor:
         if self.speaker_source == "global":
             return batch.global_speakers
-        return batch.speakers.clamp(max=self.identity.num_embeddings - 1)
+        return batch.speakers.clamp(max=self.params.max_speakers - 1)
+
+    @classmethod
+    def reads_token_embeddings(cls, config: dict) -> bool:
+        text_mode = (config.get("text") or {}).get("mode", "sentence")
+        return cls.parse_params(config).identity == "segment" and text_mode != "sentence"
+
+    def token_embeddings(self, batch: Batch) -> torch.Tensor | None:
+        """Each window token gets the Identity Embedding of its own turn's speaker (context turns are
+        other speakers' as often as not)."""
+        if self.token_identity is None:
+            return None
+        turns = batch.windows[:, :, TURN, :]  # (B, U, L): the utterance each token belongs to
+        speakers = self.speaker_ids(batch).gather(1, turns.flatten(1)).view_as(turns)
+        return self.token_identity(batch.flat(speakers))
 
     # -- forward ---------------------------------------------------------------------------------------
     def encode(self, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -235,7 +269,7 @@ class MMMIE(InfoFusionModel):
             if present is not None:
                 # A dropped or missing modality contributes zeros, not stale features.
                 encoded = encoded * present.unsqueeze(-1).to(encoded.dtype)
-            if identity is not None:
+            if identity is not None and not (self.segment_identity and modality == "text"):
                 encoded = encoded + identity
             outputs[modality] = run_over_dialogue(self.context[modality], encoded, batch.mask)
             inputs[modality] = utterance_inputs(features, lengths)
@@ -331,7 +365,7 @@ class MMMIE(InfoFusionModel):
         device = next(self.parameters()).device
         collected: list[tuple[dict, dict]] = []
         for batch in loader:
-            flat_inputs, flat_outputs, _ = self.flat_parts(batch.to(device))
+            flat_inputs, flat_outputs, _ = self.flat_parts(self.prepare_batch(batch.to(device)))
             collected.append((flat_inputs, flat_outputs))
         self.train(was_training)
         inputs = {m: torch.cat([c[0][m] for c in collected]) for m in self.info.modalities}
