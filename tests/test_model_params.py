@@ -12,6 +12,7 @@ import yaml
 from infofusion import cli, trainer
 from infofusion.config import ConfigError, resolve_config, settings_of
 from infofusion.models import MODELS, model_params
+from infofusion.workflow import ablate
 
 torch.set_num_threads(1)
 
@@ -145,3 +146,23 @@ def test_the_cli_exits_2_with_one_line(tmp_path, capsys):
     error = capsys.readouterr().err
     assert code == 2
     assert error == "error: unknown key mmmie.alpah; did you mean mmmie.alpha?\n"
+
+
+def test_ablate_checks_every_setting_before_the_first_trains(tmp_path, capsys, monkeypatch):
+    trained = []
+    monkeypatch.setattr(ablate, "train", lambda config, output, resume: trained.append(output))
+    grid = tmp_path / "grid.yaml"
+    grid.write_text('settings:\n  full: []\n  typo: ["mmmie.alpha=abc"]\n')
+    code = cli.main(["ablate", "--model", "mmmie", "--grid", str(grid), "--output", str(tmp_path / "out")])
+    assert code == 2 and trained == []
+    assert capsys.readouterr().err == "error: grid setting 'typo': mmmie.alpha must be a number, got 'abc'\n"
+
+
+def test_sweep_checks_the_space_values_before_the_first_trial(tmp_path, capsys):
+    space = tmp_path / "space.yaml"
+    space.write_text("model.dropout: {type: uniform, low: 0.0, high: 1.0}\n")
+    arguments = ["--model", "late_fusion", "--space", str(space), "--trials", "1"]
+    code = cli.main(["sweep", *arguments, "--output", str(tmp_path / "out")])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert error == "error: search space: model.dropout=1.0: model.dropout must be in [0, 1), got 1.0\n"

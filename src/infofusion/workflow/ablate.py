@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import ConfigError, config_from_options, parse_override
+from ..models import model_params
 from ..runs import RunDir
 from ..trainer import train
 from . import comparable_hash, load_named_yaml, parse_seeds, safe_folder_name, setting_kind
@@ -84,11 +85,25 @@ def finished_metrics(run_dir: Path, config: dict) -> dict | None:
     return run.metrics()
 
 
+def setting_options(args: argparse.Namespace, setting: Setting) -> argparse.Namespace:
+    """The command line of one setting: its switches come after the user's --set, so the grid decides
+    what it ablates."""
+    return argparse.Namespace(**{**vars(args), "overrides": [*args.overrides, *setting.overrides]})
+
+
+def check_setting_values(args: argparse.Namespace, settings: list[Setting]) -> None:
+    """Every setting's model parameters are typed and valid, before the first one trains."""
+    for setting in settings:
+        try:
+            model_params(config_from_options(setting_options(args, setting)))
+        except ConfigError as error:
+            raise ConfigError(f"grid setting {setting.name!r}: {error}") from None
+
+
 def run_setting(
     args: argparse.Namespace, setting: Setting, seeds: list[int], output: Path
 ) -> dict[int, dict]:
-    # The setting's switches come after the user's --set, so the grid decides what it ablates.
-    setting_args = argparse.Namespace(**{**vars(args), "overrides": [*args.overrides, *setting.overrides]})
+    setting_args = setting_options(args, setting)
     per_seed = {}
     for seed in seeds:
         config = config_from_options(setting_args, seed)
@@ -127,6 +142,7 @@ def command_ablate(args: argparse.Namespace) -> int:
     settings, source = load_grid(args.grid)
     seeds = parse_seeds(args.seeds)
     check_setting_keys(settings, config_from_options(args))
+    check_setting_values(args, settings)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     per_seed_runs = [run_setting(args, setting, seeds, output) for setting in settings]

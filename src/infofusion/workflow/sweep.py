@@ -31,6 +31,7 @@ import yaml
 from ..config import ConfigError, config_from_options, deep_merge, parse_override, resolve_config
 from ..data.types import Dataset
 from ..metrics import LOWER_IS_BETTER, default_selection_metric
+from ..models import model_params
 from ..trainer import Trainer, load_data_for_config
 from . import comparable_hash, load_named_yaml, setting_kind
 from .report import markdown_table
@@ -85,6 +86,21 @@ def check_space_keys(space: dict[str, dict], base: dict, overrides: list[str]) -
             raise ConfigError(f"search space: {key} is not a setting of {base['model_name']}'s config")
         if kind == "section":
             raise ConfigError(f"search space: {key} is a config section, not a setting")
+
+
+def check_space_values(space: dict[str, dict], base: dict) -> None:
+    """Every choice and both ends of every range give valid model parameters, before the first trial."""
+    for key, spec in space.items():
+        if spec["type"] == "categorical":
+            values = spec["choices"]
+        else:
+            low, high = _number(spec, "low", key), _number(spec, "high", key)
+            values = [int(low), int(high)] if spec["type"] == "int" else [low, high]
+        for value in values:
+            try:
+                model_params(trial_config(base, {key: value}))
+            except ConfigError as error:
+                raise ConfigError(f"search space: {key}={value!r}: {error}") from None
 
 
 def suggest(trial, key: str, spec: dict) -> Any:
@@ -144,6 +160,7 @@ class Sweep:
     def __init__(self, args: argparse.Namespace, space: dict[str, dict], output: Path) -> None:
         self.base = config_from_options(args)
         check_space_keys(space, self.base, args.overrides)
+        check_space_values(space, self.base)
         self.space = space
         self.output = output
         self._datasets: dict[str, Dataset] = {}
