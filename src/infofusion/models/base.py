@@ -107,6 +107,7 @@ class InfoFusionModel(nn.Module):
     has_fusion_representation: ClassVar[bool] = True  # forward's representations hold "fusion"
     can_read_transcripts: ClassVar[bool] = False  # may encode transcripts itself (see reads_transcripts)
     exportable: ClassVar[bool] = True  # an ONNX graph of feature tensors can represent it (inference.onnx)
+    exportable: ClassVar[bool] = True  # an ONNX graph of feature tensors can represent it (inference.onnx)
 
     def __init__(self, info: DataInfo, config: dict) -> None:
         super().__init__()
