@@ -18,8 +18,11 @@ SMALL = {"dialogues": {"train": 10, "valid": 4, "test": 4}, "max_utterances": 5}
 
 def stacked(dataset, split, modality):
     return np.concatenate(
-        [np.asarray(u.features[modality]).reshape(-1, dataset.feature_dim(modality))
-         for d in dataset.splits[split] for u in d.utterances]
+        [
+            np.asarray(u.features[modality]).reshape(-1, dataset.feature_dim(modality))
+            for d in dataset.splits[split]
+            for u in d.utterances
+        ]
     )
 
 

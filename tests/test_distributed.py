@@ -85,8 +85,19 @@ def test_two_processes_keep_identical_weights_on_disjoint_shards(tmp_path, model
 def test_cli_train_under_torchrun(tmp_path):
     output = tmp_path / "run"
     result = torchrun(
-        "-m", "infofusion", "train", "--model", "late_fusion", "--data", "synthetic", "--epochs", "2",
-        "--set", "train.threads=1", "--output", str(output),
+        "-m",
+        "infofusion",
+        "train",
+        "--model",
+        "late_fusion",
+        "--data",
+        "synthetic",
+        "--epochs",
+        "2",
+        "--set",
+        "train.threads=1",
+        "--output",
+        str(output),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count('"valid"') == 1  # the metrics line is printed once, by rank 0

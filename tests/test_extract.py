@@ -484,8 +484,15 @@ def test_predicting_a_manifest_marks_missing_media_and_placeholders(tmp_path):
         write_speechlike(tmp_path / f"a{index}.wav", f0=110 + 30 * index)
     labels = ["joy", "anger", "neutral", "joy"]
     rows = [
-        row(f"d{d}", f"u{u}", "AB"[u % 2], f"sentence {d} {u}", f"a{(d + u) % 4}.wav",
-            label=labels[(d + u) % 4], split="test" if d == 5 else "train")
+        row(
+            f"d{d}",
+            f"u{u}",
+            "AB"[u % 2],
+            f"sentence {d} {u}",
+            f"a{(d + u) % 4}.wav",
+            label=labels[(d + u) % 4],
+            split="test" if d == 5 else "train",
+        )
         for d in range(6)
         for u in range(3)
     ]

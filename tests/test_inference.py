@@ -15,12 +15,12 @@ import yaml
 
 from data_factories import write_conversation_pickle, write_csv, write_dialogue_csvs
 from infofusion.cli import main
-from infofusion.trainer import Trainer
 from infofusion.config import ConfigError
 from infofusion.data import load_dataset
 from infofusion.data.batching import collate
 from infofusion.data.types import DataError, Dialogue, Utterance
 from infofusion.inference import Predictor, dialogues_from_json, load_input, read_dataset_dialogues
+from infofusion.trainer import Trainer
 
 torch.set_num_threads(1)
 SMALL = [

@@ -1,6 +1,5 @@
 """``infofusion plot``: real PNG files, and figures with the expected axes, titles and legends."""
 
-
 import pytest
 
 from infofusion.cli import main

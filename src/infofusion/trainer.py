@@ -153,9 +153,7 @@ class Trainer:
             torch.optim.Adam(stage.parameters, lr=stage.lr, weight_decay=stage.weight_decay)
             for stage in self.stages
         ]
-        optimizer_class = (
-            torch.optim.AdamW if self.settings.optimizer == "adamw" else torch.optim.Adam
-        )
+        optimizer_class = torch.optim.AdamW if self.settings.optimizer == "adamw" else torch.optim.Adam
         self.optimizer = optimizer_class(self.model.parameter_groups(self.train_config))
 
         metric = self.settings.select_metric
@@ -408,7 +406,6 @@ class Trainer:
             Console().print(line, style="bold green" if mark else None)
         else:
             self.echo(line)
-
 
 
 class EpochLogger(Protocol):

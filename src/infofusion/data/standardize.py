@@ -84,4 +84,3 @@ def standardize_dataset(dataset: Dataset, scaling: Scaling) -> Dataset:
     check_statistics(dataset, scaling)
     splits = {name: standardize_dialogues(dialogues, scaling) for name, dialogues in dataset.splits.items()}
     return dataclasses.replace(dataset, splits=splits)
-

@@ -293,5 +293,3 @@ def manifest_options(predictor: Predictor) -> dict[str, Any]:
     if frames:
         options["frames_per_utterance"] = int(frames)
     return options
-
-

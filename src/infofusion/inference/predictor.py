@@ -436,5 +436,3 @@ def _true_label(label: Any, names: Sequence[str] | None) -> str | float | None:
         return names[index] if 0 <= index < len(names) else str(label)
     number = float(label)
     return int(number) if number.is_integer() else number
-
-

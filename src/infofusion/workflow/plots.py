@@ -180,7 +180,9 @@ def confusion_figure(run_dir: Path, split: str | None = None) -> Figure:
     split, metrics = confusion_split(run_dir, split)
     if "confusion_matrix" not in metrics:
         raise DataError(
-            "no confusion matrix: this is a regression run", file=str(RunDir(run_dir).metrics_path), split=split
+            "no confusion matrix: this is a regression run",
+            file=str(RunDir(run_dir).metrics_path),
+            split=split,
         )
     counts = np.asarray(metrics["confusion_matrix"], dtype=np.int64)
     names = list(metrics.get("per_class_f1") or {})  # the run's class names, in label order
