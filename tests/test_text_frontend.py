@@ -118,3 +118,24 @@ def test_padding_does_not_change_a_window_vector(batch):
     padded = front_end(torch.nn.functional.pad(windows[:1], (0, 7)), lengths[:1])
     assert torch.allclose(alone, padded, atol=1e-5)
     np.testing.assert_allclose(alone.numpy(), front_end(windows, lengths)[:1].numpy(), atol=1e-5)
+
+
+def test_finetuning_the_top_layers_memoizes_the_frozen_ones(batch):
+    windows, lengths = batch
+    model = tiny_bert()
+    memoized = TextFrontEnd(FrontEndSpec(mode="finetune", finetune_layers=1), model)
+    assert memoized.memoizes_lower_layers
+    full = TextFrontEnd(FrontEndSpec(mode="finetune", finetune_layers=0), model).eval()
+    memoized.eval()
+    first = memoized(windows, lengths)
+    assert len(memoized._lower_memo) == len(lengths)
+    again = memoized(windows[:2], lengths[:2])  # read from the memo, nothing new stored
+    assert len(memoized._lower_memo) == len(lengths)
+    expected = full(windows, lengths)
+    assert torch.allclose(first, expected, atol=1e-2)  # the memo holds float16 states
+    assert torch.allclose(again, first[:2])
+    # the top layer still learns, through the memoized input
+    before = snapshot(memoized)
+    step(memoized, windows, lengths)
+    learned = {n for n, p in memoized.named_parameters() if not torch.equal(before[n], p)}
+    assert learned and all(f"encoder.layer.{TINY_LAYERS - 1}." in n for n in learned)

@@ -28,6 +28,7 @@ Mode = Literal["sentence", "frozen", "finetune"]
 Pooling = Literal["target", "cls", "window"]
 MODES = ("sentence", "frozen", "finetune")
 POOLINGS = ("target", "cls", "window")
+LOWER_MEMO_LIMIT = 100_000  # windows whose frozen lower-layer states are kept (about 6 GB at 75 tokens)
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,13 @@ class TextFrontEnd(nn.Module):
             parameter.requires_grad_(False)
         for parameter in self._trainable:
             parameter.requires_grad_(True)
+        # finetune top N: what the frozen layers below make of a window never changes, so it is computed
+        # once per distinct window and kept (float16, in memory, not in checkpoints); each step then runs
+        # the top N layers only. Used where a self-check shows the architecture's layers run on their own.
+        self._lower_memo: dict[bytes, torch.Tensor] = {}
+        self.memoizes_lower_layers = (
+            spec.mode == "finetune" and 0 < spec.finetune_layers < len(self.layers) and self._top_runs_alone()
+        )
 
     # -- which weights learn --------------------------------------------------------------------------
     def _choose_trainable(self) -> list[nn.Parameter]:
@@ -148,6 +156,10 @@ class TextFrontEnd(nn.Module):
         super().train(mode)
         if not self.learns:
             self.transformer.eval()  # frozen weights: no dropout either, the features are deterministic
+        elif self.spec.finetune_layers:
+            self.transformer.eval()  # the frozen layers below the top N: deterministic as well
+            for layer in self.layers[-self.spec.finetune_layers :]:
+                layer.train(mode)
         return self
 
     # -- forward --------------------------------------------------------------------------------------
@@ -170,6 +182,9 @@ class TextFrontEnd(nn.Module):
         if self.type_vocab > 0:
             arguments["token_type_ids"] = segments
         needs_graph = torch.is_grad_enabled() and (self.learns or extra_embeddings is not None)
+        if self.memoizes_lower_layers and extra_embeddings is None:
+            hidden = self._top_layers(self._lower_hidden(ids, segments, lengths, arguments), attention)
+            return self.pool(hidden, windows, attention)
         with torch.set_grad_enabled(needs_graph):
             if extra_embeddings is None:
                 arguments["input_ids"] = ids
@@ -178,6 +193,64 @@ class TextFrontEnd(nn.Module):
                 arguments["inputs_embeds"] = words + extra_embeddings[:, :length]
             hidden = self.transformer(**arguments).last_hidden_state
             return self.pool(hidden, windows, attention)
+
+    # -- the frozen lower layers, memoized --------------------------------------------------------------
+    def _lower_hidden(
+        self, ids: torch.Tensor, segments: torch.Tensor, lengths: torch.Tensor, arguments: dict
+    ) -> torch.Tensor:
+        """``(N, L, H)``: the input of the top ``finetune_layers`` layers for each window."""
+        keys = [
+            ids[row, : int(n)].cpu().numpy().tobytes() + segments[row, : int(n)].cpu().numpy().tobytes()
+            for row, n in enumerate(lengths)
+        ]
+        missing = [row for row, key in enumerate(keys) if key not in self._lower_memo]
+        if missing:
+            if len(self._lower_memo) + len(missing) > LOWER_MEMO_LIMIT:
+                self._lower_memo.clear()  # a bound on memory for endless inputs (serving)
+            rows = torch.tensor(missing, device=ids.device)
+            with torch.no_grad():
+                below = self.transformer(
+                    input_ids=ids[rows],
+                    **{name: value[rows] for name, value in arguments.items()},
+                    output_hidden_states=True,
+                ).hidden_states[len(self.layers) - self.spec.finetune_layers]
+            for row, hidden in zip(missing, below, strict=True):
+                self._lower_memo[keys[row]] = hidden[: int(lengths[row])].to(torch.float16).cpu()
+        hidden = torch.zeros(len(keys), ids.shape[1], self.hidden, device=ids.device)
+        for row, key in enumerate(keys):
+            stored = self._lower_memo[key]
+            hidden[row, : stored.shape[0]] = stored.to(device=ids.device, dtype=hidden.dtype)
+        return hidden
+
+    def _top_layers(self, hidden: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+        additive = torch.zeros(attention.shape, dtype=hidden.dtype, device=hidden.device)
+        additive = additive.masked_fill(~attention, torch.finfo(hidden.dtype).min)[:, None, None, :]
+        for layer in self.layers[-self.spec.finetune_layers :]:
+            output = layer(hidden, additive)
+            hidden = output[0] if isinstance(output, tuple) else output
+        return hidden
+
+    def _top_runs_alone(self) -> bool:
+        """Whether running the top layers on the stored input of the layer below reproduces the whole
+        model (BERT-style blocks taking an additive mask do; others fall back to full passes)."""
+        ids = torch.tensor([[101, 2000, 2001, 2002, 102], [101, 2003, 102, 0, 0]])
+        attention = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]).bool()
+        arguments = {"attention_mask": attention.long()}
+        if self.type_vocab > 0:
+            arguments["token_type_ids"] = torch.zeros_like(ids)
+        was_training = self.transformer.training
+        self.transformer.eval()
+        try:
+            with torch.no_grad():
+                full = self.transformer(input_ids=ids, **arguments, output_hidden_states=True)
+                below = full.hidden_states[len(self.layers) - self.spec.finetune_layers]
+                top = self._top_layers(below, attention)
+            same = torch.allclose(top[attention], full.last_hidden_state[attention], atol=1e-4)
+        except Exception:  # an architecture whose blocks need more than (hidden, mask)
+            same = False
+        finally:
+            self.transformer.train(was_training)
+        return same
 
     def pool(self, hidden: torch.Tensor, windows: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
         if self.spec.pooling == "cls":
