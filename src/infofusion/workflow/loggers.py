@@ -14,21 +14,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 import yaml
 
 from ..config import ConfigError, config_hash
 
+if TYPE_CHECKING:
+    from ..trainer import EpochLogger
+
 LOGGER_KINDS = ("tensorboard", "mlflow")
 MLFLOW_EXPERIMENT = "infofusion"
 MLFLOW_PARAM_LIMIT = 6000  # characters MLflow stores for one parameter value
-
-
-class EpochLogger(Protocol):
-    def __call__(self, record: dict) -> None: ...
-
-    def close(self) -> None: ...
 
 
 def record_scalars(record: dict) -> dict[str, float]:
