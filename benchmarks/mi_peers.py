@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TextIO
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VENV = ROOT / ".cache" / "mi_peers_venv"
@@ -208,14 +209,26 @@ def infofusion_rows(folder: Path, tasks: list[str], types: list[str], seed: int)
     return rows
 
 
-def print_row(row: dict, truth: float) -> None:
+def print_row(row: dict, truth: float, stream: TextIO | None = None) -> None:
+    """One progress line on stderr; ``rows_from_log`` reads these back."""
     error = abs(row["estimate"] - truth)
     print(
         f"  {row['library']:<10} {row['type']:<7} {row['task']:<40} estimate {row['estimate']:7.3f}  "
         f"truth {truth:.3f}  |error| {error:.3f}  {row['seconds']:6.1f}s",
-        file=sys.stderr,
+        file=stream or sys.stderr,
         flush=True,
     )
+
+
+def rows_from_log(path: Path) -> list[dict]:
+    """The rows of a run's progress lines (its stderr), e.g. to report a run that was stopped part-way."""
+    rows = []
+    for line in path.read_text().splitlines():
+        fields = line.split()
+        if len(fields) == 10 and fields[3] == "estimate" and fields[5] == "truth" and fields[1] in ESTIMATORS:
+            row = {"library": fields[0], "type": fields[1], "task": fields[2], "estimate": float(fields[4])}
+            rows.append({**row, "truth": float(fields[6]), "seconds": float(fields[9].rstrip("s"))})
+    return rows
 
 
 def markdown_report(rows: list[dict], truths: dict[str, float], types: list[str]) -> str:
@@ -235,28 +248,28 @@ def markdown_report(rows: list[dict], truths: dict[str, float], types: list[str]
                     error = abs(row["estimate"] - truth)
                     entries.append(f"{row['estimate']:.2f} (err {error:.2f}, {row['seconds']:.1f}s)")
             lines.append(f"| {task} | {truth:.2f} | {kind} | " + " | ".join(entries) + " |")
-    lines += ["", "| type | " + " | ".join(f"{lib} MAE / max err / s" for lib in libraries) + " |"]
-    lines.append("|" + "---|" * (1 + len(libraries)))
-    seconds: dict[str, float] = {}
+    # Summaries only over the tasks every library with that type finished, so a stopped run compares fairly.
+    lines += ["", "| type | tasks | " + " | ".join(f"{lib}: MAE / max err / s" for lib in libraries) + " |"]
+    lines.append("|" + "---|" * (2 + len(libraries)))
     for kind in types:
+        present = [lib for lib in libraries if ESTIMATORS[kind][lib] is not None]
+        common = [t for t in truths if all((lib, kind, t) in cell for lib in present)]
         entries = []
         for library in libraries:
-            chosen = [cell[library, kind, t] for t in truths if (library, kind, t) in cell]
-            if not chosen:
+            if library not in present or not common:
                 entries.append("–")
                 continue
-            errors = [abs(r["estimate"] - truths[r["task"]]) for r in chosen]
-            total = sum(r["seconds"] for r in chosen)
-            seconds[library] = seconds.get(library, 0.0) + total
+            errors = [abs(cell[library, kind, t]["estimate"] - truths[t]) for t in common]
+            total = sum(cell[library, kind, t]["seconds"] for t in common)
             mae = sum(errors) / len(errors)
             text = "nan" if math.isnan(mae) else f"{mae:.2f} / {max(errors):.2f}"
-            entries.append(f"{text} / {total:.0f}")
-        lines.append(f"| {kind} | " + " | ".join(entries) + " |")
-    if "infofusion" in seconds:
-        ratios = [
-            f"{lib} {seconds[lib] / seconds['infofusion']:.2f}x" for lib in libraries if lib != "infofusion"
-        ]
-        lines += ["", "time of each peer / time of infofusion, same run, all types: " + ", ".join(ratios)]
+            if library != "infofusion" and "infofusion" in present:
+                reference = sum(cell["infofusion", kind, t]["seconds"] for t in common)
+                text += f" / {total:.0f} ({total / reference:.2f}x infofusion's time)"
+            else:
+                text += f" / {total:.0f}"
+            entries.append(text)
+        lines.append(f"| {kind} | {len(common)} | " + " | ".join(entries) + " |")
     return "\n".join(lines)
 
 
@@ -270,8 +283,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--peer-venv", type=Path, default=DEFAULT_VENV)
     parser.add_argument("--no-peers", action="store_true", help="infofusion only (samples still from BMI)")
+    parser.add_argument(
+        "--report-from", type=Path, default=None, help="print the table of a run's saved stderr (no fitting)"
+    )
     parser.add_argument("--worker", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.report_from is not None:
+        rows = rows_from_log(args.report_from)
+        types = [t for t in ESTIMATORS if any(r["type"] == t for r in rows)]
+        truths = {r["task"]: r["truth"] for r in rows}
+        print(markdown_report(rows, truths, types))
+        return 0
     if args.worker is not None:
         mode, folder, rest = args.worker[0], Path(args.worker[1]), args.worker[2:]
         if mode == "sample":

@@ -167,3 +167,32 @@ def test_progress_writes_plain_periodic_lines_when_not_a_terminal() -> None:
     lines = stream.getvalue().splitlines()
     assert len(lines) == 10 and "\r" not in stream.getvalue()
     assert lines[-1].startswith("nwj: step 100/100") and "held-out 0.500 nats" in lines[-1]
+
+
+def test_peer_benchmark_report_from_a_log_needs_no_peer_library(tmp_path) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "mi_peers.py"
+    spec = importlib.util.spec_from_file_location("mi_peers", path)
+    peers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(peers)
+    rows = [
+        {"library": "infofusion", "type": "nwj", "task": "a", "estimate": 0.9, "truth": 1.0, "seconds": 2.0},
+        {"library": "bmi", "type": "nwj", "task": "a", "estimate": 0.7, "truth": 1.0, "seconds": 6.0},
+        {"library": "torch_mist", "type": "nwj", "task": "a", "estimate": 0.5, "truth": 1.0, "seconds": 1.0},
+        {"library": "infofusion", "type": "nwj", "task": "b", "estimate": 2.0, "truth": 2.0, "seconds": 2.0},
+    ]
+    log = tmp_path / "run.err"
+    stream = io.StringIO()
+    for row in rows:
+        peers.print_row(row, row["truth"], stream=stream)
+    log.write_text("peer venv: noise\n" + stream.getvalue())
+    assert peers.rows_from_log(log) == rows
+    table = peers.markdown_report(rows, {"a": 1.0, "b": 2.0}, ["nwj"]).splitlines()
+    assert table[0] == "| task | truth | type | infofusion | bmi | torch_mist |"
+    # task b was not run by the peers, so the summary covers task a only
+    assert table[-1] == (
+        "| nwj | 1 | 0.10 / 0.10 / 2 | 0.30 / 0.30 / 6 (3.00x infofusion's time) "
+        "| 0.50 / 0.50 / 1 (0.50x infofusion's time) |"
+    )

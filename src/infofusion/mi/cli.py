@@ -32,11 +32,11 @@ def _batch_size(text: str) -> int:
 USAGE = """\
 Estimate the mutual information I(X; Y), in nats, between two variables stored in a file.
 
-  mi estimate data.npz --x features --y labels            arrays of an .npz archive
-  mi estimate table.csv --x age,income --y score          columns of a CSV (first line: names)
-  mi estimate table.parquet --x a,b --y c                 columns of a Parquet file (needs pyarrow)
-  mi estimate matrix.npy --x 0:3 --y 3:                   column ranges of one 2-D .npy array
-  mi estimators                                           every estimator, with what it returns
+  infofusion mi estimate data.npz --x features --y labels    arrays of an .npz archive
+  infofusion mi estimate table.csv --x age,income --y score  columns of a CSV (first line: names)
+  infofusion mi estimate table.parquet --x a,b --y c         columns of a Parquet file (needs pyarrow)
+  infofusion mi estimate matrix.npy --x 0:3 --y 3:           column ranges of one 2-D .npy array
+  infofusion mi estimators                                   every estimator, with what it returns
 
 Rows are samples. By default each variable is mapped to normal scores by its ranks (a Gaussian copula
 fitted on the training rows: MI does not change under invertible per-column maps, and the estimate
