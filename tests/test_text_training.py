@@ -88,3 +88,34 @@ def test_sentence_mode_keeps_the_sentence_vectors(tmp_path, dialogue_csvs, tiny_
     dataset = load_data_for_config(config)
     assert dataset.splits["train"][0].utterances[0].window is None
     assert dataset.feature_dim("text") == 16
+
+
+@pytest.mark.parametrize(
+    "model, overrides",
+    [
+        (
+            "bc_lstm",
+            ["text.mode=frozen"],
+        ),  # vectors computed once for training, by the predictor at inference
+        ("late_fusion", ["text.mode=finetune", "text.finetune_layers=1"]),
+        ("mmmie", ["text.mode=frozen", "mmmie.identity=segment"]),
+    ],
+)
+def test_the_predictor_reads_new_dialogues_as_training_did(
+    tmp_path, dialogue_csvs, tiny_encoder, model, overrides
+):
+    from infofusion.data import load_dataset
+    from infofusion.inference import Predictor
+
+    config = text_config(model, dialogue_csvs, tiny_encoder, tmp_path / "cache", *overrides)
+    trainer = Trainer(config, tmp_path / "run", echo=lambda _: None)
+    trainer.fit()
+    expected = trainer.predict("valid")["probabilities"]
+    # the predictor gets raw transcripts and speakers only, as a user's input would be
+    raw = load_dataset(str(dialogue_csvs), {"encoder": "hashing-8"}).splits["valid"]
+    for dialogue in raw:
+        for utterance in dialogue.utterances:
+            utterance.features = {}
+    predicted = Predictor.from_run(tmp_path / "run").predict(raw)
+    got = [list(u.probabilities.values()) for d in predicted for u in d.utterances]
+    assert torch.allclose(torch.tensor(got), torch.from_numpy(expected).float(), atol=1e-4)

@@ -42,6 +42,7 @@ from ..data.types import DataError, Dialogue, Utterance
 from ..models import DataInfo, InfoFusionModel, get_model_class
 from ..models.base import probabilities
 from ..runs import RunDir
+from ..text import WindowReader, text_settings
 from .outputs import DialoguePrediction, UtterancePrediction
 
 MODALITY_NAMES = ("text", "audio", "visual")
@@ -63,10 +64,14 @@ class PreparedDialogue:
 class TextOrigin:
     """Where the run's text modality came from, hence what an utterance must bring."""
 
-    kind: str  # "encoder" (encode the transcript) | "transformer" (the model reads it) | "features" | "none"
+    # "encoder" (encode the transcript) | "transformer" (the model reads it) | "windows" (the text front
+    # end reads it with its dialogue's preceding turns) | "features" | "none"
+    kind: str
     encoder: str | None = None
 
     def describe(self) -> str:
+        if self.kind == "windows":
+            return f"transcript with its dialogue context, read by {self.encoder}"
         if self.kind == "encoder":
             return f"transcript, encoded with {self.encoder}"
         if self.kind == "transformer":
@@ -78,6 +83,9 @@ class TextOrigin:
     @classmethod
     def of(cls, model: InfoFusionModel, provenance: dict) -> TextOrigin:
         """The model's own reading of transcripts, or how the training data's text was made."""
+        text = text_settings(model.config)
+        if text.mode != "sentence" and "text" in model.info.modalities:
+            return cls("windows", text.encoder)
         if model.reads_transcripts:
             return cls("transformer")
         text = provenance["text"]
@@ -114,6 +122,11 @@ class Predictor:
         # The trainer only drops modalities when there are two or more (see Trainer._drop_modalities).
         self.allow_missing = dropout > 0 and len(info.modalities) >= 2
         self._encoder_lock = threading.Lock()
+        self.window_reader = (
+            WindowReader(text_settings(config), model.text_front_end is not None)
+            if self.text_origin.kind == "windows"
+            else None
+        )
 
     @classmethod
     def from_run(
@@ -206,6 +219,8 @@ class Predictor:
                 truth.append(_true_label(utterance.label, label_names) if labels else None)
             split = splits[d_index] if splits is not None else None
             prepared.append(PreparedDialogue(dialogue.id, utterances, present, truth, split))
+        if self.window_reader is not None:
+            self.window_reader.fill([Dialogue(d.id, d.utterances) for d in prepared], source)
         if to_encode:
             encoded = self._encode([text for _, _, text in to_encode])
             for (d_index, u_index, _), vector in zip(to_encode, encoded, strict=True):
@@ -240,7 +255,7 @@ class Predictor:
         for modality in self.info.modalities:
             where = f"utterances[{index}].features.{modality}"
             value = given.get(modality)
-            if modality == "text" and self.text_origin.kind == "transformer":
+            if modality == "text" and self.text_origin.kind in ("transformer", "windows"):
                 value = None  # the model reads the transcript; a text vector would be ignored anyway
             if value is not None:
                 features[modality] = self._checked(value, modality, source, dialogue_id, where)
@@ -259,7 +274,7 @@ class Predictor:
                 # Training saw this very zero column, marked present.
                 observed[modality] = True
                 continue
-            if modality == "text" and self.text_origin.kind == "transformer" and text:
+            if modality == "text" and self.text_origin.kind in ("transformer", "windows") and text:
                 observed[modality] = True  # the model reads the transcript; its vector is unused
                 continue
             if not self.allow_missing:
@@ -277,7 +292,7 @@ class Predictor:
         return features, observed, pending
 
     def _what_is_needed(self, modality: str) -> str:
-        if modality == "text" and self.text_origin.kind in ("encoder", "transformer"):
+        if modality == "text" and self.text_origin.kind in ("encoder", "transformer", "windows"):
             return "transcript ('text') or text features"
         return "features"
 
@@ -374,7 +389,11 @@ class Predictor:
             # collate reads tokens only when the first utterance has them: all or none.
             dialogues = [
                 Dialogue(
-                    d.id, [Utterance(u.features, u.speaker, u.label, u.text, u.uid) for u in d.utterances]
+                    d.id,
+                    [
+                        Utterance(u.features, u.speaker, u.label, u.text, u.uid, window=u.window)
+                        for u in d.utterances
+                    ],
                 )
                 for d in dialogues
             ]
@@ -385,7 +404,7 @@ class Predictor:
             for row, (_, observed) in enumerate(units):
                 present[row, : len(observed)] = torch.tensor([o[modality] for o in observed])
             batch.present[modality] = present
-        batch = self.model.standardize(batch.to(self.device))
+        batch = self.model.prepare_batch(self.model.standardize(batch.to(self.device)))
         predictions = batch.flat(self.model(batch).predictions).float().cpu()
         if info.task == "classification":
             return probabilities(predictions)

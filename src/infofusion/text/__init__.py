@@ -6,12 +6,13 @@
 
 from .frontend import FrontEndSpec, TextFrontEnd, load_transformer, special_tokens
 from .prepare import attach_windows, encode_frozen, encode_windows
-from .settings import front_end_spec, prepare_text, text_settings, window_spec
+from .settings import WindowReader, front_end_spec, prepare_text, text_settings, window_spec
 from .windows import WindowSpec, build_dialogue_windows, pad_windows
 
 __all__ = [
     "FrontEndSpec",
     "TextFrontEnd",
+    "WindowReader",
     "WindowSpec",
     "attach_windows",
     "build_dialogue_windows",

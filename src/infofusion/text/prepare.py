@@ -11,13 +11,14 @@ and machine, and every model (the baselines too) reads contextual text vectors l
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..data.text_encoder import default_cache_dir, read_cached_array, write_array_atomically
-from ..data.types import DataError, Dataset
+from ..data.types import DataError, Dataset, Dialogue
 from .frontend import TextFrontEnd
 from .windows import SpecialTokens, WindowSpec, build_dialogue_windows, pad_windows, windows_digest
 
@@ -26,32 +27,50 @@ _CACHE_VERSION = 1
 
 def attach_windows(dataset: Dataset, tokenizer: object, special: SpecialTokens, spec: WindowSpec) -> None:
     """Give every utterance of every split its context window (in place)."""
+    tokenize = memoized_tokenizer(tokenizer)
+    for split, dialogues in dataset.splits.items():
+        attach_dialogue_windows(dialogues, tokenize, special, spec, source=dataset.source, split=split)
+
+
+def memoized_tokenizer(tokenizer: object) -> Callable[[str], list[int]]:
+    """Token ids without special tokens; each distinct text is tokenised once (dialogue data repeats
+    turns a lot: "Okay.", "Yeah.")."""
     memo: dict[str, list[int]] = {}
 
     def tokenize(text: str) -> list[int]:
-        # Dialogue data repeats turns a lot ("Okay.", "Yeah."): each distinct text is tokenised once.
         if text not in memo:
             memo[text] = list(tokenizer(text, add_special_tokens=False)["input_ids"])
         return memo[text]
 
-    for split, dialogues in dataset.splits.items():
-        for dialogue in dialogues:
-            texts = [u.text for u in dialogue.utterances]
-            if any(text is None for text in texts):
-                raise DataError(
-                    "the text front end needs a transcript for every utterance",
-                    file=dataset.source,
-                    split=split,
-                    dialogue=dialogue.id,
-                    field="text",
-                )
-            speakers = [u.speaker for u in dialogue.utterances]
-            for utterance, window in zip(
-                dialogue.utterances,
-                build_dialogue_windows(speakers, texts, tokenize, special, spec),
-                strict=True,
-            ):
-                utterance.window = window
+    return tokenize
+
+
+def attach_dialogue_windows(
+    dialogues: Sequence[Dialogue],
+    tokenize: Callable[[str], list[int]],
+    special: SpecialTokens,
+    spec: WindowSpec,
+    *,
+    source: str = "input",
+    split: str | None = None,
+    missing_text: str | None = None,
+) -> None:
+    """Windows for the utterances of ``dialogues`` (in place). An utterance without a transcript is an
+    error unless ``missing_text`` stands in for it (inference, where a modality may be missing)."""
+    for dialogue in dialogues:
+        texts = [u.text if u.text is not None else missing_text for u in dialogue.utterances]
+        if any(text is None for text in texts):
+            raise DataError(
+                "the text front end needs a transcript for every utterance",
+                file=source,
+                split=split,
+                dialogue=dialogue.id,
+                field="text",
+            )
+        speakers = [u.speaker for u in dialogue.utterances]
+        built = build_dialogue_windows(speakers, texts, tokenize, special, spec)
+        for utterance, window in zip(dialogue.utterances, built, strict=True):
+            utterance.window = window
 
 
 def all_windows(dataset: Dataset) -> list[np.ndarray]:

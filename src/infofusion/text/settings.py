@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,15 @@ import numpy as np
 
 from ..config import TextSection, parse_section
 from ..data.text_encoder import load_tokenizer
-from ..data.types import Dataset
+from ..data.types import Dataset, Dialogue
 from .frontend import FrontEndSpec, TextFrontEnd, load_transformer, special_tokens
-from .prepare import attach_windows, encode_frozen
+from .prepare import (
+    attach_dialogue_windows,
+    attach_windows,
+    encode_frozen,
+    encode_windows,
+    memoized_tokenizer,
+)
 from .windows import WindowSpec
 
 
@@ -82,3 +89,39 @@ def load_transformer_config(encoder: str) -> Any:
 
     with hub_offline():
         return AutoConfig.from_pretrained(model_directory(encoder), local_files_only=True)
+
+
+class WindowReader:
+    """The run's text section applied to dialogues that arrive at inference time (predict, serve).
+
+    Each utterance gets the window training built for it from its dialogue (causal windows need only
+    the past, so a live session's newest turn reads as it would in training). When the model has no
+    front end of its own (a frozen one whose vectors were computed once for training), the same
+    frozen transformer computes the ``text`` vectors here.
+    """
+
+    def __init__(self, text: TextSection, model_reads_windows: bool) -> None:
+        self.text = text
+        self.model_reads_windows = model_reads_windows
+        tokenizer = load_tokenizer(text.encoder)
+        self.special = special_tokens(tokenizer)
+        self.tokenize = memoized_tokenizer(tokenizer)
+        self._front_end: TextFrontEnd | None = None
+        self._lock = threading.Lock()
+
+    def fill(self, dialogues: list[Dialogue], source: str = "input") -> None:
+        """Windows, or frozen text vectors, for every utterance (in place; a missing transcript reads as
+        an empty turn)."""
+        attach_dialogue_windows(
+            dialogues, self.tokenize, self.special, window_spec(self.text), source=source, missing_text=""
+        )
+        if self.model_reads_windows:
+            return
+        utterances = [u for d in dialogues for u in d.utterances]
+        with self._lock:  # the transformer loads once, on first use, whatever the number of threads
+            if self._front_end is None:
+                self._front_end = TextFrontEnd(front_end_spec(self.text), load_transformer(self.text.encoder))
+            vectors = encode_windows(self._front_end, [u.window for u in utterances], self.special.pad)
+        for utterance, vector in zip(utterances, vectors, strict=True):
+            utterance.features["text"] = vector
+            utterance.window = None
