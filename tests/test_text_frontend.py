@@ -139,3 +139,15 @@ def test_finetuning_the_top_layers_memoizes_the_frozen_ones(batch):
     step(memoized, windows, lengths)
     learned = {n for n, p in memoized.named_parameters() if not torch.equal(before[n], p)}
     assert learned and all(f"encoder.layer.{TINY_LAYERS - 1}." in n for n in learned)
+
+
+def test_long_batches_run_in_length_sorted_chunks_with_the_same_result(batch):
+    from infofusion.text import frontend
+
+    windows, lengths = batch
+    many_windows, many_lengths = windows.repeat(20, 1, 1), lengths.repeat(20)  # 80 > one chunk
+    front_end = TextFrontEnd(FrontEndSpec(), tiny_bert())
+    chunked = front_end(many_windows, many_lengths)
+    one_call = front_end._encode(many_windows, many_lengths, None)
+    assert len(many_lengths) > frontend.LENGTH_CHUNK
+    assert torch.allclose(chunked, one_call, atol=1e-5)

@@ -28,6 +28,7 @@ Mode = Literal["sentence", "frozen", "finetune"]
 Pooling = Literal["target", "cls", "window"]
 MODES = ("sentence", "frozen", "finetune")
 POOLINGS = ("target", "cls", "window")
+LENGTH_CHUNK = 32  # windows per transformer call within a batch, grouped by length
 LOWER_MEMO_LIMIT = 100_000  # windows whose frozen lower-layer states are kept (about 6 GB at 75 tokens)
 
 
@@ -168,6 +169,22 @@ class TextFrontEnd(nn.Module):
         windows: torch.Tensor,
         lengths: torch.Tensor,
         extra_embeddings: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Windows in chunks of similar length, each padded only to its own longest (a dialogue's
+        windows range from a few tokens to the budget; padding them all to the longest wastes half)."""
+        if len(lengths) <= LENGTH_CHUNK:
+            return self._encode(windows, lengths, extra_embeddings)
+        order = torch.argsort(lengths, stable=True)
+        pooled = [
+            self._encode(
+                windows[rows], lengths[rows], None if extra_embeddings is None else extra_embeddings[rows]
+            )
+            for rows in order.split(LENGTH_CHUNK)
+        ]
+        return torch.cat(pooled)[torch.argsort(order)]
+
+    def _encode(
+        self, windows: torch.Tensor, lengths: torch.Tensor, extra_embeddings: torch.Tensor | None
     ) -> torch.Tensor:
         length = int(lengths.max()) if lengths.numel() else 1
         windows = windows[..., :length]  # dynamic padding: trim to this batch's longest window
