@@ -107,6 +107,7 @@ class MInD(InfoFusionModel):
     name = "mind"
     unit = "utterance"
     has_component_codes = True
+    has_fusion_representation = False  # its codes are S/P/N per modality, no single fused vector
     params_type = MInDParams
     params: MInDParams
 
