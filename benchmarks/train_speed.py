@@ -146,7 +146,7 @@ def main() -> int:
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     runs = [(name, spec, overrides, model) for name, spec, overrides in sets for model in mi_models]
     if args.paper_setting and MOSI_FILE.exists():
-        paper = ["mmim.text_encoder=transformer"]
+        paper = ["text.mode=finetune"]
         runs.append(("MOSI transcripts, MiniLM fine-tuned", str(MOSI_FILE), paper, "mmim"))
     for name, spec, overrides, model in runs:
         on = measure(model, spec, overrides, args)

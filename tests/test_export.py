@@ -97,14 +97,28 @@ def test_missing_modalities_follow_present(tmp_path):
     assert "present_audio" in result.inputs and "speakers" in result.inputs  # mmmie's identity embedding
 
 
-def test_a_transformer_text_model_is_refused_clearly(tmp_path, capsys):
-    run, _ = make_run(tmp_path / "mmim", "mmim", "mmim.text_encoder=transformer")
-    with pytest.raises(ExportError, match="transformer"):
+def test_a_model_with_a_text_front_end_is_refused_clearly(tmp_path, capsys):
+    from data_factories import write_dialogue_csvs
+    from infofusion.config import resolve_config
+    from infofusion.trainer import Trainer
+    from text_fixtures import save_tiny_bert
+
+    csvs = write_dialogue_csvs(tmp_path / "csv", "plain", dialogues={"train": 3, "valid": 2, "test": 1})
+    settings = [
+        f"data.spec={next(iter(csvs.values())).parent}",
+        "text.mode=finetune",
+        f"text.encoder={save_tiny_bert(tmp_path / 'tiny-bert')}",
+        "train.epochs=1",
+        "train.threads=1",
+    ]
+    run = tmp_path / "mmim"
+    Trainer(resolve_config("mmim", None, settings), run, echo=lambda _: None).fit()
+    with pytest.raises(ExportError, match="text front end"):
         export_onnx(run)
     assert main(["export", str(run), "--format", "onnx"]) == 2
     # The last stderr line (transformers may draw a loading bar before it) is the one-line error.
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last.startswith("error: mmim reads transcripts") and "mmim.text_encoder=projection" in last
+    assert last.startswith("error: mmim reads transcripts") and "text.mode=sentence" in last
     assert not (run / "model.onnx").exists()
 
 

@@ -9,10 +9,11 @@ import torch
 from data_factories import write_mmsa_pickle
 from infofusion import mi
 from infofusion.config import resolve_config
-from infofusion.data import load_dataset
+from infofusion.data import DataError, load_dataset
 from infofusion.data.batching import DialogueLoader, as_utterance_dialogues
 from infofusion.data.synthetic import make_synthetic
 from infofusion.models import DataInfo, build_model
+from infofusion.text import prepare_text, text_settings
 from stage_steps import (
     changed_since,
     main_optimizer,
@@ -21,6 +22,7 @@ from stage_steps import (
     take_main_step,
     take_stage_step,
 )
+from text_fixtures import TINY_HIDDEN, save_tiny_bert, tiny_bert
 
 SMALL = {"dialogues": {"train": 6, "valid": 3, "test": 3}, "max_utterances": 6}
 TOKEN_LENGTH = 8
@@ -49,27 +51,19 @@ def model_and_batch(data_options=None, *overrides, data=None):
     return model, first_batch(data)
 
 
-# -- a tiny BERT, so the transformer path is tested without the real MiniLM --------------------------
+# -- the text front end, with a tiny random BERT (never a download) ----------------------------------
 @pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    from transformers import BertConfig, BertModel, BertTokenizer
+def tiny_encoder(tmp_path_factory):
+    return str(save_tiny_bert(tmp_path_factory.mktemp("tiny_bert")))
 
-    folder = tmp_path_factory.mktemp("tiny_bert")
+
+def front_end_model_and_batch(data, encoder, *overrides):
+    """MMIM reading text through the shared front end (text.mode=finetune), and a prepared batch."""
+    settings = config("text.mode=finetune", f"text.encoder={encoder}", *overrides)
+    assert prepare_text(data, text_settings(settings))  # the windows stay for the model's front end
     torch.manual_seed(0)
-    # The uncased BERT vocabulary size, as MMSA token ids require; everything else is tiny.
-    bert_config = BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    BertModel(bert_config).save_pretrained(folder)
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "movie", "not", "the", "very"]
-    (folder / "vocab.txt").write_text("\n".join(words) + "\n")
-    BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder)
-    return folder
+    model = build_model("mmim", DataInfo.from_dataset(data), settings)
+    return model, model.prepare_batch(first_batch(data))
 
 
 def with_tokens(data, seed=0):
@@ -109,67 +103,109 @@ def with_texts(data, seed=0):
 )
 def test_forward_backward_on_vectors_and_frames(options):
     model, batch = model_and_batch(options)
-    assert model.text_transformer is None  # no token ids: the text vector is projected
+    assert model.text_front_end is None and "text" in model.anchor_encoder  # sentence vectors: projected
     output = model(batch)
     expected = batch.mask.shape + ((options["num_classes"],) if options["task"] == "classification" else ())
     assert output.predictions.shape == expected
     assert output.representations["audio"].shape[-1] == model.params.modality_dim
     take_stage_step(model, batch)
-    loss, terms = take_main_step(model, batch)
+    optimizer = main_optimizer(model)
+    take_main_step(model, batch, optimizer)  # fills the entropy memory
+    loss, terms = take_main_step(model, batch, optimizer)
     assert torch.isfinite(loss) and set(terms) == {"task", "cpc", "likelihood", "entropy"}
     for name, parameter in model.named_parameters():
         if not name.startswith("mmilb."):
             assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
 
 
-def test_tokens_drive_a_fine_tuned_transformer_with_its_own_learning_rate(tiny_bert):
-    data = with_tokens(make_synthetic({**SMALL, "task": "regression"}))
-    model, batch = model_and_batch(None, f"mmim.text_model={tiny_bert}", data=data)
-    assert model.text_transformer is not None  # auto picks the transformer when tokens are present
-    assert batch.tokens.shape[-2:] == (3, TOKEN_LENGTH)
-    assert model(batch).representations["text"].shape[-1] == 32
+def test_token_ids_drive_the_fine_tuned_front_end_whose_vector_is_the_text_vector(tiny_encoder):
+    data = with_tokens(make_synthetic({**SMALL, "task": "regression"}))  # MMSA ids, no transcripts
+    model, batch = front_end_model_and_batch(data, tiny_encoder)
+    assert model.text_from_front_end and "text" not in model.anchor_encoder
+    # the front end's pooled vector itself, no projection (the authors use BERT's vector so)
+    output = model(batch)
+    assert output.representations["text"].shape[-1] == TINY_HIDDEN
+    assert torch.equal(output.representations["text"], batch.features["text"])
+    assert batch.features["text"][batch.mask].abs().sum() > 0
+    # the pretrained weights are not re-initialised with the rest (Xavier)
+    pretrained = tiny_bert().state_dict()
+    for name, value in model.text_front_end.transformer.state_dict().items():
+        assert torch.equal(value, pretrained[name]), name
     groups = model.parameter_groups(model.config["train"])
-    text_ids = {id(p) for p in model.text_transformer.parameters()}
-    assert [g["lr"] for g in groups] == [1e-3, 5e-5]
-    assert {id(p) for p in groups[1]["params"]} == text_ids
+    front_end = {id(p) for p in model.text_front_end.parameters() if p.requires_grad}
+    assert groups[0]["lr"] == 1e-3 and not {id(p) for p in groups[0]["params"]} & front_end
+    assert {id(p) for g in groups[1:] for p in g["params"]} == front_end
+    assert max(g["lr"] for g in groups[1:]) == pytest.approx(model.config["text"]["lr"])
     before = snapshot(model)
     take_stage_step(model, batch)
-    assert not any(name.startswith("text_transformer") for name in changed_since(model, before))
+    assert not any(name.startswith("text_front_end") for name in changed_since(model, before))
     take_main_step(model, batch)
-    embeddings = model.text_transformer.model.embeddings.word_embeddings.weight
-    assert not torch.equal(embeddings, before["text_transformer.model.embeddings.word_embeddings.weight"])
+    assert any(name.startswith("text_front_end") for name in changed_since(model, before))
 
 
-def test_transcripts_are_tokenised_on_the_fly(tiny_bert):
+def test_transcripts_are_read_by_the_front_end(tiny_encoder):
     data = with_texts(make_synthetic({**SMALL, "task": "regression"}))
-    model, batch = model_and_batch(
-        None, f"mmim.text_model={tiny_bert}", "mmim.text_encoder=transformer", data=data
-    )
+    model, batch = front_end_model_and_batch(data, tiny_encoder)
     loss, terms = take_main_step(model, batch)
     assert torch.isfinite(loss) and "cpc" in terms
     # Different sentences give different text vectors: the tokenizer really reads the transcripts.
-    text = model(batch).representations["text"].reshape(-1, 32)
+    text = model(batch).representations["text"].reshape(-1, TINY_HIDDEN)
     assert not torch.allclose(text[0], text[1])
 
 
-def test_transformer_without_tokens_or_transcripts_is_an_error(tiny_bert):
-    model, batch = model_and_batch(
-        {"task": "regression"}, f"mmim.text_model={tiny_bert}", "mmim.text_encoder=transformer"
-    )
-    with pytest.raises(ValueError, match="transcripts"):
-        model(batch)
+def test_the_front_end_without_tokens_or_transcripts_is_a_data_error(tiny_encoder):
+    with pytest.raises(DataError, match="transcript"):
+        front_end_model_and_batch(make_synthetic({**SMALL, "task": "regression"}), tiny_encoder)
 
 
-def test_token_ids_from_another_vocabulary_are_refused(tmp_path):
-    from transformers import BertConfig, BertModel
-
-    small = BertConfig(
-        vocab_size=100, hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8
-    )
-    BertModel(small).save_pretrained(tmp_path)
+def test_the_per_epoch_diagnostics_read_the_front_ends_text(tiny_encoder, monkeypatch):
     data = with_tokens(make_synthetic({**SMALL, "task": "regression"}))
-    with pytest.raises(ValueError, match="vocabulary"):
-        model_and_batch(None, f"mmim.text_model={tmp_path}", data=data)
+    model, _ = front_end_model_and_batch(data, tiny_encoder)
+    info = DataInfo.from_dataset(data)
+    loader = DialogueLoader(
+        as_utterance_dialogues(data.splits["valid"]), 8, info.modalities, info.task, info.speaker_vocabulary
+    )
+    prepared = []
+    original = model.prepare_batch
+    monkeypatch.setattr(model, "prepare_batch", lambda batch: prepared.append(1) or original(batch))
+    diagnostics = model.epoch_diagnostics(loader)
+    assert len(prepared) == len(loader) and diagnostics
+    assert all(math.isfinite(v) for v in diagnostics.values())
+
+
+# -- versus the authors' code --------------------------------------------------------------------------
+def test_cpc_contrasts_each_modality_vector_against_every_fusion_prediction():
+    model, batch = model_and_batch({"task": "regression"})
+    flat = {name: batch.flat(value) for name, value in model(batch).representations.items()}
+    for modality, estimator in model.cpc.items():
+        scores = estimator.scores(flat["fusion"], flat[modality])  # [i, j]: prediction i, vector j
+        authors = (scores.diagonal() - torch.logsumexp(scores, dim=0)).mean() + math.log(len(scores))
+        assert torch.allclose(model.cpc_bound(modality, flat), authors)
+        rows = (scores.diagonal() - torch.logsumexp(scores, dim=1)).mean() + math.log(len(scores))
+        assert not torch.allclose(authors, rows)
+
+
+def test_audio_and_visual_lstms_end_in_an_undropped_linear_layer():
+    model, batch = model_and_batch({"task": "regression", "frames": 5, "text_frames": 6})
+    assert set(model.lstm_outputs) == {"audio", "visual"}
+    for modality, layer in model.lstm_outputs.items():
+        assert (layer.in_features, layer.out_features) == (16, 16)
+        assert model.encoders[modality].encoder.dropout.p == 0.0
+    model.train()
+    first, second = model.encode(batch), model.encode(batch)  # no dropout: training passes agree
+    assert torch.equal(first["audio"], second["audio"]) and torch.equal(first["visual"], second["visual"])
+
+
+@pytest.mark.parametrize("memory_size", [1, 2])
+def test_the_entropy_term_starts_once_the_memory_is_full(memory_size):
+    model, batch = model_and_batch({"task": "regression"}, f"mmim.memory_size={memory_size}")
+    optimizer = main_optimizer(model)
+    logged = [set(take_main_step(model, batch, optimizer)[1]) for _ in range(memory_size + 1)]
+    assert all("entropy" not in terms for terms in logged[:memory_size])
+    assert "entropy" in logged[memory_size]
+    model.eval()
+    model.train()  # a new epoch empties the memory: no entropy term again until it is full
+    assert "entropy" not in take_main_step(model, batch, optimizer)[1]
 
 
 # -- the two-stage step --------------------------------------------------------------------------------
@@ -274,7 +310,9 @@ def test_ablation_switches_remove_their_terms(monkeypatch, switch, expected_term
     model, batch = model_and_batch({"task": "regression"}, switch)
     for stage in model.auxiliary_stages():
         stage.loss(batch).backward()
-    _, terms = take_main_step(model, batch)
+    optimizer = main_optimizer(model)
+    take_main_step(model, batch, optimizer)  # fills the entropy memory
+    _, terms = take_main_step(model, batch, optimizer)
     assert set(terms) == expected_terms
     assert bool(model.auxiliary_stages()) == (switch != "mmim.mmilb=false")
 

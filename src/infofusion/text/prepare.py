@@ -20,7 +20,18 @@ import torch
 from ..data.text_encoder import default_cache_dir, read_cached_array, write_array_atomically
 from ..data.types import DataError, Dataset, Dialogue
 from .frontend import TextFrontEnd
-from .windows import SpecialTokens, WindowSpec, build_dialogue_windows, pad_windows, windows_digest
+from .windows import (
+    IDS,
+    ROWS,
+    SEGMENT,
+    TARGET,
+    TURN,
+    SpecialTokens,
+    WindowSpec,
+    build_dialogue_windows,
+    pad_windows,
+    windows_digest,
+)
 
 _CACHE_VERSION = 1
 
@@ -55,9 +66,17 @@ def attach_dialogue_windows(
     split: str | None = None,
     missing_text: str | None = None,
 ) -> None:
-    """Windows for the utterances of ``dialogues`` (in place). An utterance without a transcript is an
-    error unless ``missing_text`` stands in for it (inference, where a modality may be missing)."""
+    """Windows for the utterances of ``dialogues`` (in place). A dialogue whose utterances carry MMSA
+    token ids and no transcripts gets its windows from the ids (:func:`token_window`). An utterance
+    without a transcript is otherwise an error unless ``missing_text`` stands in for it (inference,
+    where a modality may be missing)."""
     for dialogue in dialogues:
+        if all(u.text is None and u.tokens is not None for u in dialogue.utterances):
+            for index, utterance in enumerate(dialogue.utterances):
+                utterance.window = token_window(
+                    utterance.tokens, index, special, spec, source=source, split=split, dialogue=dialogue.id
+                )
+            continue
         texts = [u.text if u.text is not None else missing_text for u in dialogue.utterances]
         if any(text is None for text in texts):
             raise DataError(
@@ -71,6 +90,43 @@ def attach_dialogue_windows(
         built = build_dialogue_windows(speakers, texts, tokenize, special, spec)
         for utterance, window in zip(dialogue.utterances, built, strict=True):
             utterance.window = window
+
+
+def token_window(
+    tokens: np.ndarray,
+    index: int,
+    special: SpecialTokens,
+    spec: WindowSpec,
+    *,
+    source: str = "input",
+    split: str | None = None,
+    dialogue: str | None = None,
+) -> np.ndarray:
+    """The window of one utterance from its MMSA token ids ``(3, L)`` (ids, attention mask, segments:
+    ``[CLS] words [SEP]`` in bert-base-uncased WordPiece ids), with no context turns: the ids up to the
+    mask's length (the words cut to the token budget), segment 1 on the words and the final ``[SEP]``,
+    TARGET on the words, TURN the utterance's index in its dialogue."""
+    length = int(np.asarray(tokens[1]).sum())
+    ids = np.asarray(tokens[0][:length], dtype=np.int64)
+    if length < 2 or ids[0] != special.cls or ids[-1] != special.sep:
+        raise DataError(
+            f"token ids must read [CLS] ... [SEP] with the text encoder's special tokens "
+            f"({special.cls} ... {special.sep}; MMSA ids are bert-base-uncased ids), got "
+            f"{ids[:1].tolist()} ... {ids[-1:].tolist()} over {length} unmasked tokens",
+            file=source,
+            split=split,
+            dialogue=dialogue,
+            field="text_bert",
+        )
+    words = ids[1:-1][: spec.max_tokens - 2]
+    window = np.zeros((ROWS, len(words) + 2), dtype=np.int64)
+    window[IDS] = [special.cls, *words, special.sep]
+    window[SEGMENT, 1:] = 1
+    window[TARGET, 1 : 1 + len(words)] = 1
+    if not len(words):  # an empty utterance: pool over its [SEP], as build_dialogue_windows does
+        window[TARGET, 1] = 1
+    window[TURN] = index
+    return window
 
 
 def all_windows(dataset: Dataset) -> list[np.ndarray]:
