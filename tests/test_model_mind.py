@@ -221,8 +221,42 @@ def test_eval_noise_is_fixed_and_leaves_the_global_random_stream_alone():
     first = model(batch).representations["N/text"]
     after_first = torch.rand(1)
     torch.manual_seed(7)
+    model.eval()  # a new evaluation pass
     second = model(batch).representations["N/text"]
     assert torch.equal(first, second) and torch.equal(after_first, torch.rand(1))
+
+
+def test_eval_noise_differs_across_the_batches_of_a_pass_and_repeats_per_pass():
+    """Review finding: a new generator per call gave every batch the same noise codes."""
+    data = make_synthetic(SMALL)
+    model, _ = model_and_batch(data=data)
+    loader = loader_for(data, "valid", batch_size=4)
+    assert len(loader) > 2
+    codes, _ = model.collect_codes(loader)
+    noise = codes["G/text"]
+    assert len(torch.unique(noise, dim=0)) == len(noise)  # one draw per utterance of the pass
+    again, _ = model.collect_codes(loader)
+    assert torch.equal(again["G/text"], noise)
+
+
+def test_collect_codes_prepares_every_batch(monkeypatch):
+    """The text front end's vectors reach the diagnostics as they reach training (prepare_batch)."""
+    data = make_synthetic(SMALL)
+    model, _ = model_and_batch(data=data)
+    loader = loader_for(data, "valid", batch_size=4)
+    prepared = []
+    original = model.prepare_batch
+    monkeypatch.setattr(model, "prepare_batch", lambda batch: prepared.append(1) or original(batch))
+    assert model.epoch_diagnostics(loader)
+    assert len(prepared) == len(loader)
+
+
+def test_barlow_twins_weights_are_the_authors_consistent_pair():
+    """λ_BT = 1/dim with β = 1e-4 (the authors' script); λ_BT = dim with that β is d² times stronger."""
+    model, batch = model_and_batch()
+    assert model.bt_lambda == pytest.approx(1 / model.params.hidden) and model.weights["cons"] == 1e-4
+    paper, _ = model_and_batch("mind.bt_lambda=dim")
+    assert paper.bt_lambda is None  # the library's default: the width
 
 
 def assert_real_png(path):

@@ -87,7 +87,9 @@ class MInDParams(ModelParams):
     np: bool = True
     noise: bool = True  # false: no N at all (and so no L_CyR, L_NP, nor N's parts of the others)
     predict_from: list[CodeKind] = field(default_factory=lambda: ["S", "P"])  # codes the head sees
-    bt_lambda: Literal["dim", "1/dim"] | float = "dim"  # off-diagonal weight λ_BT
+    # Off-diagonal weight λ_BT: 1/dim with beta 1e-4, the authors' pair (the paper's "dim" with the same
+    # beta makes the off-diagonal term d² times stronger; see docs/mind.md).
+    bt_lambda: Literal["dim", "1/dim"] | float = "1/dim"
     hsic_kernel: Kernel = "linear"
     grl_scale: float = 1.0  # gradient-reversal factor of L_CyR and L_NP
     cyr_detach_targets: bool = True
@@ -96,7 +98,7 @@ class MInDParams(ModelParams):
     critic: Literal["concat", "separable"] = "concat"
     fusion_dim: Annotated[int, Range(2)] = 128  # eq. 15's FC width; the predictor's hidden layer: half
     head_dropout: Fraction = 0.15
-    eval_noise_seed: int = 0  # the noise drawn in eval mode (predictions never use N)
+    eval_noise_seed: int = 0  # seeds the noise stream of each evaluation pass (predictions never use N)
 
     def __post_init__(self) -> None:
         if not self.predict_from:
@@ -133,6 +135,7 @@ class MInD(InfoFusionModel):
         self.grl_scale = params.grl_scale
         self.cyr_detach_targets = params.cyr_detach_targets
         self.eval_noise_seed = params.eval_noise_seed
+        self._eval_noise: torch.Generator | None = None  # the current evaluation pass's noise stream
         self.bt_lambda = barlow_twins_off_diagonal_weight(params.bt_lambda, hidden)
         self.hsic_kernel = params.hsic_kernel
 
@@ -175,14 +178,21 @@ class MInD(InfoFusionModel):
             else None
         )
 
+    def train(self, mode: bool = True) -> MInD:
+        if not mode:  # every evaluation pass (eval() starts one) draws the same noise stream again
+            self._eval_noise = None
+        return super().train(mode)
+
     # -- forward ----------------------------------------------------------------------------------
     def sample_noise(self, like: torch.Tensor) -> torch.Tensor:
-        """G ~ N(0, I) shaped like Z. In eval mode from a fixed seed: evaluation and t-SNE pictures repeat
-        and the global random stream of training is left alone."""
+        """G ~ N(0, I) shaped like Z. In eval mode from one generator per evaluation pass, seeded with
+        ``eval_noise_seed``: every utterance of the pass gets its own draw, the pass repeats exactly
+        (evaluation and t-SNE pictures), and the global random stream of training is left alone."""
         if self.training:
             return torch.randn_like(like)
-        generator = torch.Generator().manual_seed(self.eval_noise_seed)
-        return torch.randn(like.shape, generator=generator, dtype=like.dtype).to(like.device)
+        if self._eval_noise is None:
+            self._eval_noise = torch.Generator().manual_seed(self.eval_noise_seed)
+        return torch.randn(like.shape, generator=self._eval_noise, dtype=like.dtype).to(like.device)
 
     def forward(self, batch: Batch) -> ModelOutput:
         encoded = self.encoders.encode(batch)
@@ -307,7 +317,7 @@ class MInD(InfoFusionModel):
         parts: dict[str, list[torch.Tensor]] = {}
         labels = []
         for batch in loader:
-            batch = batch.to(device)
+            batch = self.prepare_batch(batch.to(device))
             for name, value in self(batch).representations.items():
                 parts.setdefault(name, []).append(batch.flat(value).cpu())
             labels.append(batch.flat(batch.labels).cpu())
