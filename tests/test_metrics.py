@@ -22,6 +22,8 @@ def test_classification_hand_computed():
     # class a: tp 2, fp 0, fn 1 -> 2*2/(2+3)=0.8; b: tp1 fp1 fn1 -> 0.5; c: tp1 fp1 fn0 -> 2/3
     assert m["per_class_f1"] == pytest.approx({"a": 0.8, "b": 0.5, "c": 2 / 3})
     assert m["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+    # per-class accuracy (MMMIE Table 3): a 2 of 3, b 1 of 2, c 1 of 1 correct
+    assert m["per_class_acc"] == pytest.approx({"a": 2 / 3, "b": 0.5, "c": 1.0})
     assert m["weighted_f1"] == pytest.approx((3 * 0.8 + 2 * 0.5 + 1 * 2 / 3) / 6)
     assert m["confusion_matrix"] == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
 
@@ -38,9 +40,22 @@ def test_weighted_f1_matches_sklearn():
     assert macro == pytest.approx(f1_score(target, predicted, average="macro"))
 
 
+def test_per_class_accuracy_is_each_class_recall_in_label_order():
+    from sklearn.metrics import recall_score
+
+    rng = np.random.default_rng(1)
+    target = rng.integers(0, 4, 200)
+    predicted = np.where(rng.random(200) < 0.5, target, rng.integers(0, 4, 200))
+    names = ["neutral", "happy", "sad", "angry"]
+    per_class = classification_metrics(predicted, target, 4, names)["per_class_acc"]
+    assert list(per_class) == names
+    assert list(per_class.values()) == pytest.approx(list(recall_score(target, predicted, average=None)))
+
+
 def test_absent_class_scores_zero_without_nan():
     m = classification_metrics([0, 0], [0, 0], 3)
     assert m["per_class_f1"] == {"0": 1.0, "1": 0.0, "2": 0.0}
+    assert m["per_class_acc"] == {"0": 1.0, "1": 0.0, "2": 0.0}
     assert m["macro_f1"] == 1.0  # macro over classes present in the targets
     assert confusion_matrix(np.array([1]), np.array([0]), 2).tolist() == [[0, 1], [0, 0]]
 

@@ -40,6 +40,14 @@ def per_class_f1(matrix: np.ndarray) -> np.ndarray:
     return np.divide(2 * true_positive, denominator, out=np.zeros_like(true_positive), where=denominator > 0)
 
 
+def per_class_accuracy(matrix: np.ndarray) -> np.ndarray:
+    """Accuracy on each class's own utterances (its recall: correct / true count), the per-emotion
+    "accuracy" of MMMIE's Table 3; a class absent from the targets scores 0."""
+    true_positive = np.diag(matrix).astype(np.float64)
+    actual_count = matrix.sum(axis=1).astype(np.float64)
+    return np.divide(true_positive, actual_count, out=np.zeros_like(true_positive), where=actual_count > 0)
+
+
 def weighted_f1(predicted: np.ndarray, target: np.ndarray, num_classes: int) -> float:
     matrix = confusion_matrix(predicted, target, num_classes)
     support = matrix.sum(axis=1)
@@ -54,7 +62,7 @@ def classification_metrics(
     num_classes: int,
     class_names: Sequence[str] | None = None,
 ) -> dict:
-    """Accuracy, weighted and macro F1, per-class F1 and the confusion matrix."""
+    """Accuracy, weighted and macro F1, per-class F1 and accuracy, and the confusion matrix."""
     predicted_array = np.asarray(predicted, dtype=np.int64).reshape(-1)
     target_array = np.asarray(target, dtype=np.int64).reshape(-1)
     if predicted_array.shape != target_array.shape:
@@ -70,6 +78,7 @@ def classification_metrics(
         # Macro over classes present in the targets, as scikit-learn does with labels=present classes.
         "macro_f1": float(f1_each[present].mean()) if present.any() else 0.0,
         "per_class_f1": {names[k]: float(f1_each[k]) for k in range(num_classes)},
+        "per_class_acc": {names[k]: float(v) for k, v in enumerate(per_class_accuracy(matrix))},
         "confusion_matrix": matrix.tolist(),
     }
 
