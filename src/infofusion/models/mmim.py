@@ -117,7 +117,8 @@ class MMIM(InfoFusionModel):
         )
         # Entropy space: with `entropy_projection` a tanh projection to a quarter of the width, as the
         # authors build it, and trained in stage 2 (the reference code never updates it); without, the
-        # modality vector itself — the space of the likelihood, which makes H + E log q a coherent bound.
+        # modality vector itself — the space of the likelihood, so H + E log q is the Barber-Agakov form
+        # in one space (H being a Gaussian estimate, the sum estimates the bound, it does not guarantee it).
         entropy_dims = {
             m: max(1, self.dims[m] // 4) if params.entropy_projection else self.dims[m] for m in self.mmilb
         }
