@@ -29,6 +29,7 @@ from .distributed import DistributedContext, wrap_for_training
 from .metrics import classification_metrics, default_selection_metric, is_improvement, regression_metrics
 from .models import DataInfo, InfoFusionModel, build_model, get_model_class, model_params
 from .models.base import probabilities
+from .progress import track
 from .runinfo import run_information
 from .runs import RunDir
 from .text import prepare_text, text_settings
@@ -222,12 +223,10 @@ class Trainer:
         clip = float(self.settings.clip or 0.0)
         sums: dict[str, float] = {}
         batches = 0
-        batches_iter = loader
-        if sys.stdout.isatty():
-            from rich.progress import track
-
-            batches_iter = track(loader, description=f"epoch {epoch + 1}", total=len(loader), transient=True)
-        for batch in batches_iter:
+        epochs = int(self.settings.epochs)
+        label = f"epoch {epoch + 1}/{epochs}"
+        shown = loader if not self.distributed.is_main else track(loader, label, len(loader), "batches")
+        for batch in shown:
             batch = self.model.prepare_batch(self._drop_modalities(batch).to(self.device))
             for stage, optimizer in zip(self.stages, self.stage_optimizers, strict=True):
                 optimizer.zero_grad(set_to_none=True)
@@ -261,14 +260,17 @@ class Trainer:
     def predict(self, split: str) -> dict[str, np.ndarray]:
         """Per-utterance predictions for a split, in loader order (deterministic)."""
         self.model.eval()
-        outputs, labels = [], []
+        outputs, labels, loss_sum = [], [], 0.0
         for batch in self.loaders[split]:
             batch = self.model.prepare_batch(batch.to(self.device))
-            predictions = batch.flat(self.model(batch).predictions)
+            output = self.model(batch)
+            predictions = batch.flat(output.predictions)
             outputs.append(predictions.float().cpu())
             labels.append(batch.flat(batch.labels).cpu())
+            loss_sum += float(self.model.task_loss(batch, output)) * len(predictions)
         stacked = torch.cat(outputs)
-        result = {"labels": torch.cat(labels).numpy()}
+        # The task loss on this split, per utterance: the validation curve beside the training loss.
+        result = {"labels": torch.cat(labels).numpy(), "task_loss": np.float64(loss_sum / len(stacked))}
         if self.info.task == "classification":
             chances = probabilities(stacked)
             result["probabilities"] = chances.numpy()
@@ -278,7 +280,9 @@ class Trainer:
         return result
 
     def evaluate(self, split: str) -> dict:
-        predicted = self.predict(split)
+        return self.metrics_of(self.predict(split))
+
+    def metrics_of(self, predicted: dict[str, np.ndarray]) -> dict:
         if self.info.task == "classification":
             return classification_metrics(
                 predicted["predictions"], predicted["labels"], self.info.num_classes, self.info.class_names
@@ -330,7 +334,8 @@ class Trainer:
         while not finished and epoch < epochs:
             started = time.perf_counter()
             train_terms = self.train_epoch(epoch)
-            valid = self.evaluate("valid")
+            predicted = self.predict("valid")
+            valid = self.metrics_of(predicted)
             score = float(valid[self.select_metric])
             improved = is_improvement(self.select_metric, score, best)
             if improved:
@@ -351,7 +356,10 @@ class Trainer:
                 "epoch": epoch,
                 "seconds": round(time.perf_counter() - started, 3),
                 "train": train_terms,
-                "valid": {k: v for k, v in valid.items() if isinstance(v, float)},
+                "valid": {
+                    **{k: v for k, v in valid.items() if isinstance(v, float)},
+                    "task_loss": float(predicted["task_loss"]),
+                },
                 "select": {self.select_metric: score, "best": best, "improved": improved},
                 "diagnostics": self.model.epoch_diagnostics(self.loaders["valid"]),
             }
@@ -374,7 +382,8 @@ class Trainer:
 
     def finish(self) -> dict:
         self.distributed.barrier()  # rank 0 has written best.pt before anyone reads it
-        best_epoch = self.load_best()
+        # Counted from 1, as the epoch lines on screen count (history.jsonl's "epoch" is the 0-based index).
+        best_epoch = self.load_best() + 1
         metrics = {"valid": self.evaluate("valid"), "best_epoch": best_epoch}
         if "test" in self.dataset.splits and self.dataset.splits["test"]:
             metrics["test"] = self.evaluate("test")

@@ -29,6 +29,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ..progress import StepProgress
 from .types import DataError
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
@@ -175,7 +176,9 @@ class TextEncoder:
     def _load(self) -> None:
         try:
             from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as transformers_logging
 
+            transformers_logging.disable_progress_bar()  # its "Loading weights" bar on every command
             with hub_offline():
                 model = SentenceTransformer(self.directory, device=self.device, local_files_only=True)
             # Renamed in sentence-transformers 5; the old name still exists (with a warning) since 3.
@@ -199,12 +202,24 @@ class TextEncoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         if self._dim is None:
             self._load()
+        texts = list(texts)
+        # Chunks of a few batches: the progress of a data set's minutes of encoding, with an ETA.
+        size = self.batch_size * 4
+        chunks = [texts[start : start + size] for start in range(0, len(texts), size)]
+        parts = []
+        with StepProgress(len(texts), f"encoding transcripts ({self.name})", "sentences") as progress:
+            for chunk in chunks:
+                parts.append(self._encode_chunk(chunk))
+                progress.advance(len(chunk))
+        return np.concatenate(parts).astype(np.float32)
+
+    def _encode_chunk(self, texts: list[str]) -> np.ndarray:
         if self._sentence_model is not None:
             features = self._sentence_model.encode(
-                list(texts), batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False
+                texts, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False
             )
             return np.asarray(features, dtype=np.float32)
-        return self._mean_pooled(list(texts))
+        return self._mean_pooled(texts)
 
     def _mean_pooled(self, texts: list[str]) -> np.ndarray:
         import torch

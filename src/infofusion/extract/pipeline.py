@@ -16,7 +16,6 @@ one-column zero placeholder for it (see :mod:`infofusion.extract.writer`).
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,12 +25,14 @@ import numpy as np
 
 from ..data.text_encoder import get_text_encoder
 from ..data.types import DataError, Dialogue, Utterance
+from ..progress import StepProgress
 from .audio import AudioError
 from .manifest import SPLIT_NAMES, ManifestRow, read_manifest
 from .types import KEPT, ZERO_FILLED, ExtractOptions, ExtractResult, Problem, problem_counts
 from .visual import VideoError
 
 TEXT_BATCH = 256  # sentences per progress step
+FEW_FACES = 0.5  # below this share of sampled frames with a face, extraction warns
 
 
 def extract_dialogues(manifest: str | Path, options: ExtractOptions | None = None) -> ExtractResult:
@@ -69,6 +70,8 @@ def extract_dialogues(manifest: str | Path, options: ExtractOptions | None = Non
     with _progress(options.progress) as advance:
         text, text_info = _text_features(rows, options.text_encoder, source, problems, timing, advance)
         media = _media_features(rows, audio_extractor, visual_extractor, source, problems, timing, advance)
+    if visual_extractor is not None:
+        _check_faces(media, source, problems)
 
     features = [{"text": text[index], **media[index]} for index in range(len(rows))]
     dialogues, splits = _dialogues(rows, features)
@@ -239,24 +242,43 @@ def _seconds(started: float) -> float:
     return round(time.perf_counter() - started, 3)
 
 
+def _check_faces(media: list[dict[str, np.ndarray]], source: str, problems: list[Problem]) -> None:
+    """One warning when few sampled frames showed a face: the visual features are then mostly zeros."""
+    shares = [vectors["visual"][0] for vectors in media if "visual" in vectors]  # face_found_mean
+    if not shares:
+        return
+    share = float(np.mean(shares))
+    if share < FEW_FACES:
+        without = sum(1 for value in shares if value == 0)
+        problems.append(
+            Problem(
+                "few-faces",
+                f"a face was found in only {share:.0%} of the sampled frames ({without} of {len(shares)} "
+                "videos with no face at all): the visual features are mostly zeros; check that the "
+                "videos show a frontal face",
+                KEPT,
+                source,
+                field="video",
+            )
+        )
+
+
 @contextmanager
 def _progress(show: bool | None) -> Iterator[Callable[..., None]]:
-    """``advance(name, steps=0, total=None)``: a rich progress bar on a terminal, else does nothing."""
-    if show is None:
-        show = sys.stdout.isatty()
-    if not show:
+    """``advance(name, steps=0, total=None)``: one progress display per name (``progress.StepProgress``:
+    a bar on a terminal, periodic lines elsewhere); ``show=False`` shows nothing."""
+    if show is False:
         yield lambda *args, **kwargs: None
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    shown: dict[str, StepProgress] = {}
 
-    tasks: dict[str, int] = {}
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(file=sys.stdout, force_terminal=True)) as progress:
+    def advance(name: str, steps: int = 0, total: int | None = None) -> None:
+        if name not in shown:
+            shown[name] = StepProgress(total, name, "utterances")
+        shown[name].advance(steps)
 
-        def advance(name: str, steps: int = 0, total: int | None = None) -> None:
-            if name not in tasks:
-                tasks[name] = progress.add_task(name, total=total)
-            progress.update(tasks[name], advance=steps, total=total)
-
+    try:
         yield advance
+    finally:
+        for progress in shown.values():
+            progress.close()

@@ -28,7 +28,7 @@ class ExtractOptions:
     audio: tuple[str, ...] = DEFAULT_AUDIO  # () for no audio modality
     visual: str = "opencv"  # "opencv" | "none"
     frames_per_utterance: int = DEFAULT_FRAMES
-    # Rich progress bar: None shows it when stdout is a terminal.
+    # Progress on stderr (a bar on a terminal, periodic lines elsewhere); False shows none.
     progress: bool | None = None
 
     def __post_init__(self) -> None:

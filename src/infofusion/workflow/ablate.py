@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..config import ConfigError, config_from_options, parse_override
 from ..models import model_params
+from ..progress import StepProgress
 from ..runs import RunDir
 from ..trainer import train
 from . import comparable_hash, load_named_yaml, parse_seeds, safe_folder_name, setting_kind
@@ -101,7 +102,7 @@ def check_setting_values(args: argparse.Namespace, settings: list[Setting]) -> N
 
 
 def run_setting(
-    args: argparse.Namespace, setting: Setting, seeds: list[int], output: Path
+    args: argparse.Namespace, setting: Setting, seeds: list[int], output: Path, progress: StepProgress
 ) -> dict[int, dict]:
     setting_args = setting_options(args, setting)
     per_seed = {}
@@ -109,11 +110,14 @@ def run_setting(
         config = config_from_options(setting_args, seed)
         run_dir = output / setting.folder / f"seed_{seed}"
         metrics = finished_metrics(run_dir, config)
+        # The runs so far, with the time they took and an ETA, before each run's own epoch lines.
+        where = f"{progress.status()}; next: {setting.name}, seed {seed}"
         if metrics is None:
-            print(f"== {setting.name}, seed {seed}: training in {run_dir} ==", flush=True)
+            print(f"== {where}: training in {run_dir} ==", flush=True)
             metrics = train(config, run_dir, resume=True)
         else:
-            print(f"== {setting.name}, seed {seed}: reusing {run_dir} ==", flush=True)
+            print(f"== {where}: reusing {run_dir} ==", flush=True)
+        progress.advance()
         per_seed[seed] = metrics
     return per_seed
 
@@ -145,7 +149,8 @@ def command_ablate(args: argparse.Namespace) -> int:
     check_setting_values(args, settings)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    per_seed_runs = [run_setting(args, setting, seeds, output) for setting in settings]
+    progress = StepProgress(len(settings) * len(seeds), "ablation", "runs", delay=float("inf"))
+    per_seed_runs = [run_setting(args, setting, seeds, output, progress) for setting in settings]
     summaries = [summarise_seeds(runs) for runs in per_seed_runs]
     header, rows, csv_header, csv_rows = ablation_table(settings, summaries, per_seed_runs)
     title = f"Ablation of {args.model} on {args.data or 'synthetic'} ({source}, seeds {seeds})"

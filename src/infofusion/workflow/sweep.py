@@ -32,6 +32,7 @@ from ..config import ConfigError, config_from_options, deep_merge, parse_overrid
 from ..data.types import Dataset
 from ..metrics import LOWER_IS_BETTER, default_selection_metric
 from ..models import model_params
+from ..progress import StepProgress
 from ..trainer import Trainer, load_data_for_config
 from . import comparable_hash, load_named_yaml, setting_kind
 from .report import markdown_table
@@ -274,7 +275,15 @@ def run_optuna_sweep(sweep: Sweep, source: str, args: argparse.Namespace) -> int
     )
     if remaining:
         # A diverging trial (non-finite loss) fails alone instead of stopping the sweep.
-        study.optimize(sweep.objective, n_trials=remaining, catch=(FloatingPointError,))
+        progress = StepProgress(remaining, "sweep", "trials", delay=float("inf"))
+
+        def report_trial(*_: object) -> None:
+            progress.advance()
+            print(f"== {progress.status()} ==", flush=True)
+
+        study.optimize(
+            sweep.objective, n_trials=remaining, catch=(FloatingPointError,), callbacks=[report_trial]
+        )
 
     print("\n" + markdown_table(["trial", "state", f"valid {sweep.metric}", "params"], trial_rows(study)))
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
