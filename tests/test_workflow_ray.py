@@ -33,7 +33,7 @@ def ray_sweep(capsys, tmp_path, trials, *extra):
     )
 
 
-def test_ray_sweep_writes_best_yaml_from_validation_and_resumes(tmp_path, capsys):
+def test_ray_sweep_writes_best_yaml_from_validation_and_refuses_to_resume(tmp_path, capsys):
     (code, out, err), output = ray_sweep(capsys, tmp_path, 3, "--no-prune")
     assert code == 0, err
     summary = json.loads((output / "sweep.json").read_text())
@@ -47,9 +47,9 @@ def test_ray_sweep_writes_best_yaml_from_validation_and_resumes(tmp_path, capsys
     runs = list((output / "trials").glob("*/metrics.json"))
     assert len(runs) == 3
     assert all("test" not in json.loads(run.read_text()) for run in runs)
-    # A rerun with the same output restores the finished experiment instead of starting again.
-    (code, out, _), _ = ray_sweep(capsys, tmp_path, 3, "--no-prune")
-    assert code == 0 and "resuming the Ray sweep" in out
+    # A rerun with the same output is refused: resuming would unpickle Ray's state (issue 14).
+    (code, out, err), _ = ray_sweep(capsys, tmp_path, 3, "--no-prune")
+    assert code == 2 and "would unpickle" in err and len(err.strip().splitlines()) == 1
     assert len(list((output / "trials").glob("*/metrics.json"))) == 3
 
 

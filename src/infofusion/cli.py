@@ -1,14 +1,14 @@
 """The ``infofusion`` command line: argument parsing and one ``command_*`` per command, nothing else.
 
 Every command hands its work to the library (config, trainer, runs, inference, workflow); the library
-never imports this module. Bad input raises ``ConfigError`` or ``DataError``, printed here as one line
-with exit code 2.
+never imports this module. What a user's input or environment can get wrong is one of the errors of
+:data:`EXIT_CODES`, the one catalogue :func:`main` uses: printed as one line, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
+import errno
 import json
 import sys
 from pathlib import Path
@@ -17,8 +17,29 @@ from .config import ConfigError, config_from_options, resolve_config
 from .data.types import DataError
 from .metrics import scalar_metrics
 from .models import UnknownModelError
+from .workflow.cli import _at_least_one
 
 DEMO_MODELS = ("late_fusion", "bc_lstm")
+# Every error that means "bad input or environment", and its exit code. Anything else is a bug: traceback.
+EXIT_CODES: dict[type[BaseException], int] = {
+    ConfigError: 2,  # includes RunFolderError (busy, existing or damaged run folders) and ExportError
+    DataError: 2,
+    UnknownModelError: 2,
+    OSError: 2,  # a full disk, a folder we may not write, a busy port
+    KeyboardInterrupt: 130,
+}
+
+
+def error_line(error: BaseException) -> str:
+    """The one line printed for a catalogued error."""
+    if isinstance(error, UnknownModelError):
+        return str(error.args[0])
+    if isinstance(error, OSError) and error.strerror:
+        reason = "the disk is full" if error.errno == errno.ENOSPC else error.strerror
+        return f"{error.filename}: {reason}" if error.filename else reason
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted"
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 # -- commands ------------------------------------------------------------------------------------------
@@ -33,15 +54,15 @@ def command_train(args: argparse.Namespace) -> int:
     is_main = DistributedContext.from_environment().is_main
     if not args.seeds:
         config = config_from_options(args)
-        metrics = train(config, output, args.resume, _loggers(args.logger, output, config))
+        metrics = train(config, output, args.resume, _loggers(args.logger, output, config), args.overwrite)
         if is_main:
             print(json.dumps({k: scalar_metrics(v) for k, v in metrics.items() if isinstance(v, dict)}))
         return 0
-    seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
     per_seed = {}
-    for seed in seeds:
+    for seed in args.seeds:
         config, run_dir = config_from_options(args, seed), output / f"seed_{seed}"
-        per_seed[seed] = train(config, run_dir, args.resume, _loggers(args.logger, run_dir, config))
+        loggers = _loggers(args.logger, run_dir, config)
+        per_seed[seed] = train(config, run_dir, args.resume, loggers, args.overwrite)
     if not is_main:
         return 0
     summary = summarise_seeds(per_seed)
@@ -112,12 +133,13 @@ def command_predict(args: argparse.Namespace) -> int:
 def command_serve(args: argparse.Namespace) -> int:
     """Serve a run over HTTP (FastAPI under uvicorn) until interrupted."""
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401
     except ImportError:
         raise ConfigError("serve needs fastapi and uvicorn: pip install 'infofusion[serve]'") from None
     from .inference import Predictor
-    from .inference.http import ServiceLimits, create_app
+    from .inference.http import ServiceLimits, create_app, listening_socket, serve
 
+    sockets = [listening_socket(args.host, args.port)]  # a busy or bad port fails before the model loads
     predictor = Predictor.from_run(args.run_dir, batch_size=args.batch_size, threads=args.threads)
     limits = ServiceLimits(
         max_utterances=args.max_utterances,
@@ -126,13 +148,10 @@ def command_serve(args: argparse.Namespace) -> int:
         session_ttl=args.session_ttl,
         max_sessions=args.max_sessions,
         max_session_utterances=args.max_session_utterances,
+        session_context=args.session_context,
+        request_timeout=args.request_timeout,
     )
-    app = create_app(predictor, limits)
-    # The objects of start-up (torch, the model, FastAPI: ~230k) never die; a full collection walking
-    # them takes ~80 ms (measured), a pause for every request in flight. Keep them out of its passes.
-    gc.collect()
-    gc.freeze()
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    serve(create_app(predictor, limits), sockets, limits, log_level=args.log_level)
     return 0
 
 
@@ -177,7 +196,8 @@ def command_demo(args: argparse.Namespace) -> int:
             model=model, data="synthetic", epochs=args.epochs, seed=0, config=None, overrides=[]
         )
         print(f"== training {model} on synthetic data ==", flush=True)
-        metrics = train(config_from_options(namespace), output / model)
+        # The demo's folders are scratch: a rerun replaces them.
+        metrics = train(config_from_options(namespace), output / model, overwrite=True)
         rows.append((model, metrics))
     print("\n| model | valid acc | valid weighted F1 | test acc | test weighted F1 | seconds |")
     print("| --- | --- | --- | --- | --- | --- |")
@@ -197,12 +217,17 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", default=None, help="synthetic | FILE.pkl | DIR of dialogue CSVs")
     parser.add_argument("--output", required=True, help="run folder")
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--seeds", default=None, help="comma-separated seeds: one run per seed and a summary")
-    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument(
+        "--seeds", type=_seed_list, default=None, help="comma-separated seeds: one run per seed and a summary"
+    )
+    parser.add_argument("--epochs", type=_at_least_one, default=None)
     parser.add_argument("--config", default=None, help="YAML file merged over the model's defaults")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument(
-        "--resume", action="store_true", help="continue a killed run from its last checkpoint"
+        "--resume", action="store_true", help="continue a killed run from its last checkpoint (same config)"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the run in --output, deleting its files first"
     )
     parser.add_argument(
         "--logger",
@@ -241,7 +266,7 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("serve", help="serve a run over HTTP: /predict, /sessions, /health")
     parser.add_argument("run_dir")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=_port, default=8000)
     parser.add_argument("--max-utterances", type=int, default=200, help="utterances per request")
     parser.add_argument("--max-text-chars", type=int, default=2000, help="characters per transcript")
     parser.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024, help="request body size")
@@ -252,6 +277,15 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-session-utterances", type=int, default=1000, help="utterances per session")
     parser.add_argument("--batch-size", type=int, default=32, help="dialogues (utterances) per forward pass")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--session-context",
+        type=_at_least_one,
+        default=64,
+        help="earlier utterances of a session a new turn is predicted with (bounds a turn's cost)",
+    )
+    parser.add_argument(
+        "--request-timeout", type=float, default=10.0, help="seconds to receive a request's headers and body"
+    )
     parser.add_argument(
         "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
     )
@@ -284,6 +318,19 @@ def _add_small_commands(commands: argparse._SubParsersAction) -> None:
     demo.set_defaults(handler=command_demo)
 
 
+def _seed_list(text: str) -> list[int]:
+    seeds = [part.strip() for part in text.split(",") if part.strip()]
+    if not seeds or not all(part.lstrip("-").isdigit() for part in seeds):
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}")
+    return [int(part) for part in seeds]
+
+
+def _port(text: str) -> int:
+    if not text.strip().isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .extract.cli import add_extract_parser
     from .mi.cli import add_mi_parser
@@ -313,12 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except (DataError, ConfigError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except UnknownModelError as error:
-        print(f"error: {error.args[0]}", file=sys.stderr)
-        return 2
+    except tuple(EXIT_CODES) as error:
+        print(f"error: {error_line(error)}", file=sys.stderr)
+        return next(code for kind, code in EXIT_CODES.items() if isinstance(error, kind))
     finally:
         _leave_process_group()
 

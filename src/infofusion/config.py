@@ -287,12 +287,45 @@ def packaged_config(name: str) -> dict:
     return yaml.safe_load(resource.read_text(encoding="utf-8")) or {}
 
 
+# A config is a few kilobytes of plain settings: anything far beyond is an accident or an attack.
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_CONFIG_DEPTH = 32
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` without aliases (``*name``: a few of them expand into billions of nodes) and
+    with a nesting limit (deep nesting exhausts the stack)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.YAMLError(f"aliases (*name) are not allowed in configs{mark}")
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_CONFIG_DEPTH:
+                raise yaml.YAMLError(
+                    f"nested deeper than {MAX_CONFIG_DEPTH} levels{self.peek_event().start_mark}"
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def bounded_yaml(text: str) -> Any:
+    """``yaml.safe_load`` with :class:`BoundedLoader`'s limits (a ``yaml.YAMLError`` past them)."""
+    return yaml.load(text, Loader=BoundedLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {path} is over {MAX_CONFIG_BYTES} bytes: not a config")
+        loaded = bounded_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError as error:
         raise ConfigError(f"config file not found: {path}") from error
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {path} is not UTF-8 text: {error}") from error
     except yaml.YAMLError as error:
         raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
     if loaded is None:
@@ -311,7 +344,7 @@ def parse_override(assignment: str) -> tuple[list[str], Any]:
     if not path:
         raise ConfigError(f"--set has an empty key in {assignment!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = bounded_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return path, value

@@ -10,14 +10,28 @@ A run folder (``infofusion train --output DIR``) holds::
     run.json        versions, git commit, command line, data sizes: how to reproduce the run
     summary.json    (with ``--seeds``) mean and std over the seeds' runs ``seed_<s>/``, and summary.md
 
-Files are replaced atomically (write beside, then rename): a kill never leaves half a file. Checkpoints
-load with ``weights_only=True``: a checkpoint is data, never code.
+Files are replaced atomically: written to a fresh temporary file created exclusively (``O_EXCL``, a
+unique name) in the same folder, fsynced, then renamed over the target. A kill never leaves half a file
+and a planted symlink is never followed. Checkpoints load with ``weights_only=True``: a checkpoint is
+data, never code; one that does not load is a :class:`RunFolderError`, never a traceback.
+
+Who may write a run folder (:meth:`RunDir.claim`): one process at a time (an exclusive ``flock`` on
+``.lock``); a folder that already holds a run is refused unless the run resumes (``--resume``, with a
+config equal to the saved one except :data:`RESUME_SAFE_KEYS`) or is replaced (``--overwrite``, which
+first deletes what the old run left).
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import io
 import json
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,19 +51,75 @@ RUN_INFO = "run.json"
 SUMMARY_JSON = "summary.json"
 SUMMARY_MARKDOWN = "summary.md"
 ONNX_MODEL = "model.onnx"
+LOCK = ".lock"
+# Keys a resumed run may change: how long and where it trains, never what it learns or from which data.
+RESUME_SAFE_KEYS = frozenset({"train.epochs", "train.patience", "train.threads", "train.device"})
+
+
+class RunFolderError(ConfigError):
+    """A run folder that cannot be used as asked: busy, already holding a run, damaged, or unwritable."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` all at once (module docstring); the old file survives any failure.
+
+    A full disk or any other write error is a :class:`RunFolderError` naming ``path``; the temporary file
+    is removed, so nothing half-written is left behind.
+    """
+    path = Path(path)
+    # mkstemp opens with O_CREAT | O_EXCL and a random name: a planted file or symlink is never reused.
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())  # on disk before the rename: a crash cannot leave an empty file
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except OSError as error:
+        Path(temporary).unlink(missing_ok=True)
+        reason = "the disk is full" if error.errno == errno.ENOSPC else error.strerror or str(error)
+        raise RunFolderError(f"cannot write {path}: {reason}") from None
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, then rename: a kill never leaves half a file."""
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(obj, temporary)
-    os.replace(temporary, path)
+    # Serialised in memory first: torch reports a failed file write as an opaque RuntimeError.
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: Path, device: str | torch.device) -> dict:
+    """A checkpoint we wrote, loaded as data (``weights_only=True``); anything else is refused."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise RunFolderError(f"{path}: no such checkpoint") from None
+    except Exception as error:  # truncated, empty, foreign or code-carrying files raise many types
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "weights_only" in first_line or "Unpickl" in type(error).__name__:
+            first_line = "it is not an infofusion checkpoint (it would need code to load, which is refused)"
+        raise RunFolderError(f"{path} is not a readable checkpoint: {first_line}") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise RunFolderError(f"{path} is not an infofusion checkpoint (no model weights in it)")
+    return state
+
+
+def flat_items(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 1}}`` as ``{"train.lr": 1}``; used to name the keys two configs differ in."""
+    if not isinstance(tree, dict) or not tree:
+        return {prefix: tree}
+    items: dict[str, Any] = {}
+    for key, value in tree.items():
+        items.update(flat_items(value, f"{prefix}.{key}" if prefix else str(key)))
+    return items
 
 
 @dataclass
@@ -132,8 +202,29 @@ class RunDir:
         """Every epoch's record of ``history.jsonl`` (empty when there is none yet)."""
         if not self.history_path.exists():
             return []
-        lines = self.history_path.read_text(encoding="utf-8").splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+        return [record for _, record in self._history_records()]
+
+    def _history_records(self) -> list[tuple[str, dict]]:
+        """``(line, record)`` for each line; a damaged line is a RunFolderError naming its number."""
+        try:
+            lines = self.history_path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise RunFolderError(f"{self.history_path} cannot be read: {error}") from None
+        records = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except (json.JSONDecodeError, RecursionError):
+                record = None
+            if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+                raise RunFolderError(
+                    f"{self.history_path} line {number} is not an epoch record (a JSON object with an "
+                    "integer 'epoch'): the file is damaged"
+                )
+            records.append((line, record))
+        return records
 
     def run_info(self) -> dict:
         if not self.info_path.exists():
@@ -152,8 +243,12 @@ class RunDir:
         if data is not None:
             saved.setdefault("data", {})["spec"] = data
         config = resolve_config(saved["model_name"], None, overrides, saved)
-        state = torch.load(self.best_path, map_location=device, weights_only=True)
-        return LoadedRun(config, DataInfo(**state["info"]), state)
+        state = load_checkpoint(self.best_path, device)
+        try:
+            info = DataInfo(**state["info"])
+        except (KeyError, TypeError) as error:
+            raise RunFolderError(f"{self.best_path} holds no valid data description: {error}") from None
+        return LoadedRun(config, info, state)
 
     def load_model(self, device: str | torch.device = "cpu") -> tuple[InfoFusionModel, LoadedRun]:
         """The best checkpoint's model (on ``device``) and what it was loaded from."""
@@ -161,14 +256,91 @@ class RunDir:
         return loaded.build_model(device), loaded
 
     def load_last(self, device: str | torch.device) -> dict:
-        return torch.load(self.last_path, map_location=device, weights_only=True)
+        return load_checkpoint(self.last_path, device)
 
     def load_best_state(self, device: str | torch.device) -> dict:
-        return torch.load(self.best_path, map_location=device, weights_only=True)
+        return load_checkpoint(self.best_path, device)
+
+    # -- who may write ----------------------------------------------------------------------------------
+    def holds_run(self) -> bool:
+        """Whether a run (finished or not) has written here."""
+        return any(path.exists() for path in (self.config_path, self.best_path, self.last_path))
+
+    @contextmanager
+    def claim(self, config: dict, *, resume: bool = False, overwrite: bool = False) -> Iterator[RunDir]:
+        """Hold this folder for one training run (module docstring), refusing what would mix two runs."""
+        if resume and overwrite:
+            raise RunFolderError("--resume continues a run and --overwrite replaces it: give one of them")
+        self.create()
+        with self._locked():
+            if self.holds_run() and overwrite:
+                self.clear()
+            elif self.holds_run() and resume:
+                self.check_resume_config(config)
+            elif self.holds_run():
+                raise RunFolderError(
+                    f"{self.path} already holds a run: --resume continues it, --overwrite replaces it "
+                    "(deleting its files), or choose another --output"
+                )
+            yield self
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        lock_path = self.path / LOCK
+        try:
+            descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as error:
+            raise RunFolderError(f"cannot open the lock file {lock_path}: {error.strerror}") from None
+        try:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunFolderError(
+                    f"another process is training into {self.path} (it holds {lock_path}); wait for it "
+                    "or choose another --output"
+                ) from None
+            yield
+        finally:
+            os.close(descriptor)  # closing releases the lock
+
+    def clear(self) -> None:
+        """Delete everything a previous run left here (weights, history, exports, plots, logs)."""
+        for entry in self.path.iterdir():
+            if entry.name == LOCK:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
+    def check_resume_config(self, config: dict) -> None:
+        """Refuse to resume under a config that differs from the saved one outside RESUME_SAFE_KEYS."""
+        if not self.is_run():
+            return
+        saved = flat_items(self.config())
+        # Compared as written: config.yaml holds the YAML form of the resolved config.
+        current = flat_items(yaml.safe_load(yaml.safe_dump(config, sort_keys=False)))
+        changed = sorted(
+            key
+            for key in saved.keys() | current.keys()
+            if saved.get(key) != current.get(key) and key not in RESUME_SAFE_KEYS
+        )
+        if changed:
+            shown = ", ".join(f"{key} ({saved.get(key)!r} -> {current.get(key)!r})" for key in changed[:8])
+            more = f" and {len(changed) - 8} more" if len(changed) > 8 else ""
+            raise RunFolderError(
+                f"--resume with a config that differs from {self.config_path}: {shown}{more}; only "
+                f"{', '.join(sorted(RESUME_SAFE_KEYS))} may change on resume (or use --overwrite)"
+            )
 
     # -- writing --------------------------------------------------------------------------------------
     def create(self) -> RunDir:
-        self.path.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() and not self.path.is_dir():
+            raise RunFolderError(f"{self.path} is a file, not a run folder")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RunFolderError(f"cannot create the run folder {self.path}: {error.strerror}") from None
         return self
 
     def write_config(self, config: dict) -> None:
@@ -187,18 +359,23 @@ class RunDir:
         atomic_torch_save(state, self.last_path)
 
     def start_history(self) -> None:
-        self.history_path.write_text("", encoding="utf-8")
+        atomic_write_text(self.history_path, "")
 
     def append_history(self, record: dict) -> None:
-        with self.history_path.open("a", encoding="utf-8") as history:
-            history.write(json.dumps(record) + "\n")
+        line = (json.dumps(record) + "\n").encode("utf-8")
+        try:
+            # O_NOFOLLOW: a symlink planted in place of the history is refused, never written through.
+            descriptor = os.open(self.history_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW)
+            with os.fdopen(descriptor, "ab") as history:
+                history.write(line)
+        except OSError as error:
+            raise RunFolderError(f"cannot append to {self.history_path}: {error.strerror}") from None
 
     def truncate_history(self, before_epoch: int) -> None:
         """Drop the epochs a resumed run will train again (those from ``before_epoch`` on)."""
         if not self.history_path.exists():
             return
-        lines = self.history_path.read_text(encoding="utf-8").splitlines()
-        kept = [line for line in lines if line.strip() and json.loads(line)["epoch"] < before_epoch]
+        kept = [line for line, record in self._history_records() if record["epoch"] < before_epoch]
         atomic_write_text(self.history_path, "".join(line + "\n" for line in kept))
 
     def write_summary(self, summary: dict, markdown: str) -> None:

@@ -13,6 +13,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Protocol
 
@@ -425,11 +426,26 @@ class EpochLogger(Protocol):
     def close(self) -> None: ...
 
 
-def train(config: dict, output: Path, resume: bool = False, loggers: Sequence[EpochLogger] = ()) -> dict:
-    """Train ``config`` into the run folder ``output``: its metrics, with ``seconds`` of wall time."""
+def train(
+    config: dict,
+    output: Path,
+    resume: bool = False,
+    loggers: Sequence[EpochLogger] = (),
+    overwrite: bool = False,
+) -> dict:
+    """Train ``config`` into the run folder ``output``: its metrics, with ``seconds`` of wall time.
+
+    The folder is claimed first (``RunDir.claim``): locked against a second run, and an existing run in
+    it is refused unless ``resume`` (same config) or ``overwrite`` (its files deleted first).
+    """
     started = time.perf_counter()
+    model_params(config)  # a bad model setting fails before the folder is created or claimed
+    # Under torchrun rank 0 alone claims the folder; the other ranks never write into it.
+    is_main = DistributedContext.from_environment().is_main
+    claim = RunDir(output).claim(config, resume=resume, overwrite=overwrite) if is_main else nullcontext()
     try:
-        metrics = Trainer(config, output, callbacks=list(loggers)).fit(resume=resume)
+        with claim:
+            metrics = Trainer(config, output, callbacks=list(loggers)).fit(resume=resume)
     finally:
         for logger in loggers:
             logger.close()

@@ -13,10 +13,23 @@ field named as ``utterances[2].features.audio``), 413 for a body over the size l
 or expired session, 409 for a session at its utterance limit, 429 when the session table is full, 500
 for a model failure (the process keeps serving). Sessions expire after ``session_ttl`` seconds without a
 new utterance; the clock is injectable for tests.
+
+A session's new turn is predicted with at most ``session_context`` earlier utterances as context, and a
+session keeps only those: a turn costs the same at utterance 900 as at utterance 1, and a session's memory
+is bounded. No registered dialogue model carries a recurrent state that could be continued instead
+(``bc_lstm`` and MMMIE's dialogue LSTMs are bidirectional, MulT and MISA attend both ways), so a window is
+the bound; within it, predictions equal ``/predict`` on the same utterances.
+
+:func:`serve` runs the app under uvicorn on a socket :func:`listening_socket` bound (a busy or bad port
+is a :class:`ConfigError` before the model loads), and closes a connection whose request's headers and
+body have not all arrived within ``request_timeout`` seconds (slow-loris clients).
 """
 
 # No `from __future__ import annotations`: FastAPI must resolve the request models built in create_app
 # from the endpoint signatures, which string annotations would hide from it.
+import ctypes
+import ctypes.util
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -26,8 +39,10 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from .. import __version__
+from ..config import ConfigError
 from ..data.types import DataError, Dialogue, Utterance
 from .http_schema import (
     BodyLimit,
@@ -76,6 +91,8 @@ class ServiceLimits:
     session_ttl: float = 1800.0  # seconds without a new utterance before a session is dropped
     max_sessions: int = 1000
     max_session_utterances: int = 1000
+    session_context: int = 64  # earlier utterances a session's new turn sees (module docstring)
+    request_timeout: float = 10.0  # seconds to receive one request's headers and body
 
 
 # --------------------------------------------------------------------------------------------------
@@ -90,9 +107,10 @@ class Session:
     history: PreparedDialogue
     predictions: list[dict[str, Any]] = field(default_factory=list)  # as returned when each was added
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    seen: int = 0  # utterances added so far; ``history`` keeps only the last ``session_context``
 
     def __len__(self) -> int:
-        return len(self.history.utterances)
+        return self.seen
 
 
 class SessionStore:
@@ -134,12 +152,27 @@ class SessionStore:
     def delete(self, session_id: str) -> bool:
         with self._lock:
             self._purge(self.clock())
-            return self._sessions.pop(session_id, None) is not None
+            deleted = self._sessions.pop(session_id, None)
+        if deleted is None:
+            return False
+        del deleted
+        give_memory_back()
+        return True
 
     def __len__(self) -> int:
         with self._lock:
             self._purge(self.clock())
             return len(self._sessions)
+
+
+def give_memory_back() -> None:
+    """Return freed heap pages to the system: glibc keeps a deleted session's arrays' pages otherwise."""
+    trim = getattr(_LIBC, "malloc_trim", None)  # glibc only
+    if trim is not None:
+        trim(0)
+
+
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or None)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -186,6 +219,8 @@ class Service:
     def run(self, dialogue: PreparedDialogue) -> DialoguePrediction:
         try:
             return self.predictor.predict_prepared([dialogue])[0]
+        except DataError as error:  # e.g. features so large that the model's output is not finite
+            raise ServiceError(422, without_location(error), error.field) from None
         except Exception as error:  # a model failure is a 500, never a dead process
             raise ServiceError(500, f"model error: {type(error).__name__}: {error}") from None
 
@@ -228,6 +263,12 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
         return validation_error(error)
+
+    @app.exception_handler(HTTPException)
+    async def framework_refusal(_: Request, error: HTTPException) -> JSONResponse:
+        # e.g. a body nested too deeply to parse: the framework's refusal, in our format
+        field = "body" if error.status_code == 400 else None
+        return error_response(error.status_code, str(error.detail), field)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, error: Exception) -> JSONResponse:
@@ -279,22 +320,26 @@ def add_session_routes(app: FastAPI, service: Service, SessionUtterancesRequest:
             for index, (utterance, sent) in enumerate(zip(new.utterances, request.utterances, strict=True)):
                 if not sent.uid:
                     utterance.uid = str(offset + index)  # default ids count through the conversation
+            history = session.history
             if predictor.utterance_level:
                 # No context to see: only the new utterances need the model.
                 rows = service.run(new).utterances
-                for row in rows:
-                    row.index += offset
             else:
+                seen = len(history.utterances)  # at most session_context (trimmed below)
                 whole = PreparedDialogue(
                     session_id,
-                    session.history.utterances + new.utterances,
-                    session.history.present + new.present,
-                    session.history.true + new.true,
+                    history.utterances + new.utterances,
+                    history.present + new.present,
+                    history.true + new.true,
                 )
-                rows = service.run(whole).utterances[offset:]
-            session.history.utterances.extend(new.utterances)
-            session.history.present.extend(new.present)
-            session.history.true.extend(new.true)
+                rows = service.run(whole).utterances[seen:]
+            for position, row in enumerate(rows):
+                row.index = offset + position
+            keep = limits.session_context  # the window the next turn sees (module docstring)
+            history.utterances = (history.utterances + new.utterances)[-keep:]
+            history.present = (history.present + new.present)[-keep:]
+            history.true = (history.true + new.true)[-keep:]
+            session.seen = offset + len(new.utterances)
             answers = [row.as_dict() for row in rows]
             session.predictions.extend(answers)
             session.last_active = clock()
@@ -349,3 +394,72 @@ def add_health_route(app: FastAPI, service: Service, describe: dict[str, Any]) -
             limits=asdict(service.limits),
             **describe,
         )
+
+
+# --------------------------------------------------------------------------------------------------
+# Serving
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host:port``; a busy, privileged or unknown address is a ConfigError."""
+    try:
+        return socket.create_server((host, port), backlog=2048)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ConfigError(f"cannot listen on {host}:{port}: {reason} (--host/--port)") from None
+
+
+def serve(app: FastAPI, sockets: list[socket.socket], limits: ServiceLimits, log_level: str = "info") -> None:
+    """Run ``app`` under uvicorn on ``sockets`` until interrupted (module docstring)."""
+    import gc
+
+    import uvicorn
+
+    config = uvicorn.Config(
+        app, log_level=log_level, timeout_keep_alive=5, http=timed_protocol(limits.request_timeout)
+    )
+    # The objects of start-up (torch, the model, FastAPI: ~230k) never die; a full collection walking
+    # them takes ~80 ms (measured), a pause for every request in flight. Keep them out of its passes.
+    gc.collect()
+    gc.freeze()
+    uvicorn.Server(config).run(sockets=sockets)
+
+
+def timed_protocol(timeout: float) -> type:
+    """uvicorn's h11 protocol, closing a connection whose request is not all in after ``timeout`` s.
+
+    uvicorn times out idle keep-alive connections only: headers or a body sent a byte at a time would
+    hold a connection (and its buffers) forever.
+    """
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class TimedH11Protocol(H11Protocol):
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._request_timer = self.loop.call_later(timeout, self._request_too_slow)
+
+        def _receiving(self) -> bool:
+            """Whether a request's headers or body are still on their way."""
+            return self.cycle is None or self.cycle.response_complete or self.cycle.more_body
+
+        def data_received(self, data: bytes) -> None:
+            if self._request_timer is None and self._receiving():
+                self._request_timer = self.loop.call_later(timeout, self._request_too_slow)
+            super().data_received(data)
+            if self._request_timer is not None and not self._receiving():
+                self._request_timer.cancel()
+                self._request_timer = None
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._request_timer is not None:
+                self._request_timer.cancel()
+                self._request_timer = None
+            super().connection_lost(exc)
+
+        def _request_too_slow(self) -> None:
+            self._request_timer = None
+            if self._receiving() and not self.transport.is_closing():
+                self.logger.info("closed a connection whose request took over %g s to arrive", timeout)
+                self.transport.close()
+
+    return TimedH11Protocol

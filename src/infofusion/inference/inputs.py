@@ -79,6 +79,8 @@ def read_json_dialogues(path: Path, predictor: Predictor) -> InputData:
         raise DataError(f"input is not UTF-8 text: {error}", file=source) from None
     except json.JSONDecodeError as error:
         raise DataError(f"input is not valid JSON: {error}", file=source) from None
+    except RecursionError:
+        raise DataError("input JSON is nested too deeply to read", file=source) from None
     dialogues, has_labels = dialogues_from_json(content, source, predictor.classes)
     return InputData(source, "json", dialogues, labels=has_labels, label_names=predictor.classes)
 
@@ -192,7 +194,15 @@ def _json_label(
         raise DataError(
             f"label {value!r} is not a class name or a number", file=source, dialogue=dialogue_id, field=where
         )
-    return value, True
+    if classes is not None and (float(value) != int(value) or not 0 <= int(value) < len(classes)):
+        raise DataError(
+            f"label {value!r} is not a class index of the run (0 to {len(classes) - 1}) or one of its "
+            f"classes {list(classes)}",
+            file=source,
+            dialogue=dialogue_id,
+            field=where,
+        )
+    return (int(value) if classes is not None else value), True
 
 
 def read_dataset_dialogues(spec: str, predictor: Predictor) -> InputData:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import ConfigError
+from ..runs import atomic_write_text
 
 if TYPE_CHECKING:
     from .inputs import InputData
@@ -149,8 +150,10 @@ def write_results(
         text = results_as_csv(results, predictor.classes)
     else:
         raise ConfigError(f"--output must end in .json or .csv, got {path.name!r}")
+    if path.is_dir():
+        raise ConfigError(f"--output {path} is a folder; name a .json or .csv file")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    atomic_write_text(path, text)  # a full disk leaves the old file (or none), never a truncated one
     return path
 
 

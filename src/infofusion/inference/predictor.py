@@ -421,6 +421,14 @@ class Predictor:
             ):
                 output = flat[position]
                 position += 1
+                if not torch.isfinite(output).all():
+                    # Never a NaN answer: finite but huge features (3e38) overflow inside the model.
+                    raise DataError(
+                        "the model's output for this utterance is not finite: its features are outside "
+                        "the range the model can use",
+                        dialogue=dialogue.id,
+                        field=f"utterances[{index}].features",
+                    )
                 row = UtterancePrediction(
                     index=index,
                     uid=utterance.uid,

@@ -6,8 +6,10 @@ The space, the trial config, the validation-only data and ``best.yaml`` are the 
 - sampler: ``ray.tune.search.optuna.OptunaSearch`` (TPE, seeded) with a define-by-run space that calls the
   same ``suggest`` as the local backend;
 - pruning: ``MedianStoppingRule`` on the per-epoch validation metric (the local backend's median pruner);
-- resume: the experiment state lives in ``DIR/ray/``; a rerun with the same ``--output`` restores it and
-  runs only unfinished trials (``Tuner.restore``).
+- no resume: Ray keeps its experiment state in pickles (``tuner.pkl``, searcher and trial states), and
+  ``Tuner.restore`` unpickles them; a file planted in a sweep folder on shared storage would run code.
+  A rerun into a folder that holds a Ray experiment is refused (:class:`~infofusion.config.ConfigError`)
+  before Ray is imported; the Optuna backend resumes from its own SQLite study instead.
 
 ``--ray-address`` joins a running cluster (``auto``, or ``ray://HOST:10001``); without it a local Ray
 instance is started with ``--ray-cpus`` CPUs. On a cluster the data path and ``--output`` must be on
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..config import ConfigError
 from ..trainer import Trainer
 from .sweep import Sweep, suggest, trial_config, write_best
 
@@ -67,7 +70,18 @@ def _trainable(sweep: Sweep):
     return train_trial
 
 
+def refuse_existing_experiment(output: Path) -> None:
+    """A Ray experiment folder can only be resumed by unpickling it: refuse (module docstring)."""
+    storage = Path(output) / "ray"
+    if storage.exists() and any(storage.iterdir()):
+        raise ConfigError(
+            f"{storage} holds a Ray experiment; resuming it would unpickle Ray's state files (code could "
+            "run), so it is refused: use a new --output, or --backend optuna, which resumes from its study"
+        )
+
+
 def run_ray_sweep(sweep: Sweep, source: str, args: argparse.Namespace) -> int:
+    refuse_existing_experiment(Path(args.output))
     import ray
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler, MedianStoppingRule
@@ -80,33 +94,28 @@ def run_ray_sweep(sweep: Sweep, source: str, args: argparse.Namespace) -> int:
         else:
             ray.init(num_cpus=args.ray_cpus, include_dashboard=False, log_to_driver=False)
     storage = (Path(args.output) / "ray").resolve()
-    experiment = storage / EXPERIMENT
     trainable = tune.with_resources(_trainable(sweep), {"cpu": 1})
-    if tune.Tuner.can_restore(str(experiment)):
-        print(f"resuming the Ray sweep in {experiment}", flush=True)
-        tuner = tune.Tuner.restore(str(experiment), trainable, resume_errored=True, restart_errored=False)
-    else:
-        scheduler = (
-            FIFOScheduler()
-            if args.no_prune
-            else MedianStoppingRule(
-                time_attr="training_iteration",
-                metric=sweep.metric,
-                mode=mode,
-                grace_period=max(1, args.prune_warmup),
-                min_samples_required=max(1, args.prune_startup),
-            )
+    scheduler = (
+        FIFOScheduler()
+        if args.no_prune
+        else MedianStoppingRule(
+            time_attr="training_iteration",
+            metric=sweep.metric,
+            mode=mode,
+            grace_period=max(1, args.prune_warmup),
+            min_samples_required=max(1, args.prune_startup),
         )
-        search = OptunaSearch(
-            space=SpaceDefinition(sweep.space), metric=sweep.metric, mode=mode, seed=args.sampler_seed
-        )
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=search, scheduler=scheduler, num_samples=args.trials, max_concurrent_trials=None
-            ),
-            run_config=tune.RunConfig(storage_path=str(storage), name=EXPERIMENT, verbose=0),
-        )
+    )
+    search = OptunaSearch(
+        space=SpaceDefinition(sweep.space), metric=sweep.metric, mode=mode, seed=args.sampler_seed
+    )
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=search, scheduler=scheduler, num_samples=args.trials, max_concurrent_trials=None
+        ),
+        run_config=tune.RunConfig(storage_path=str(storage), name=EXPERIMENT, verbose=0),
+    )
     results = tuner.fit()
     trials = []
     best: dict | None = None
