@@ -1,26 +1,34 @@
-# Two entry points for a fresh clone: `make demo` and `make test`. Both build .venv on first use.
+# Two entry points for a fresh clone: `make demo` (the core only) and `make test` (every extra and the
+# test tools). Both build .venv on first use.
 PYTHON ?= python3
 VENV := .venv
-STAMP := $(VENV)/.installed
 BIN := $(VENV)/bin
+CORE_STAMP := $(VENV)/.installed-core
+DEV_STAMP := $(VENV)/.installed-dev
 
 .PHONY: demo test lint clean-venv
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# The CPU build of torch is pinned first so no CUDA build is pulled in by a dependency.
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	touch $(STAMP)
 
-demo: $(STAMP)
+$(CORE_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(CORE_STAMP)
+
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(DEV_STAMP) $(CORE_STAMP)
+
+demo: $(CORE_STAMP)
 	$(BIN)/infofusion demo
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(BIN)/python -m pytest
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 

@@ -429,11 +429,27 @@ def test_cli_without_a_terminal_prints_plain_lines(corpus, tmp_path, capsys):
     assert load_dataset(str(tmp_path / "f.pkl")).feature_dim("audio") == 160
 
 
-def test_cli_on_a_terminal_shows_a_rich_progress_bar(corpus, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+def test_cli_on_a_terminal_shows_a_progress_bar_on_stderr(corpus, tmp_path, capsys, monkeypatch):
+    import infofusion.progress
+
+    monkeypatch.setattr(infofusion.progress, "QUIET_SECONDS", 0.0)  # the corpus takes under a second
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     assert run_extract(*cli_arguments(corpus, tmp_path / "f.pkl")) == 0
-    out = capsys.readouterr().out
-    assert "\x1b[" in out and "audio/video" in out and "9/9" in out
+    captured = capsys.readouterr()
+    assert "\r[" in captured.err and "audio/video: 9/9 utterances (100%)" in captured.err
+    assert "\r" not in captured.out  # stdout keeps the summary only
+
+
+def test_cli_off_a_terminal_writes_plain_progress_lines(corpus, tmp_path, capsys, monkeypatch):
+    import infofusion.progress
+
+    monkeypatch.setattr(infofusion.progress, "QUIET_SECONDS", 0.0)
+    monkeypatch.setattr(infofusion.progress, "LINE_SECONDS", 0.0)
+    assert run_extract(*cli_arguments(corpus, tmp_path / "f.pkl")) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert "audio/video: 1/9 utterances (11%)" in "\n".join(lines)
+    assert "audio/video: 9 utterances done in " in "\n".join(lines)
+    assert not any("\r" in line for line in lines)
 
 
 def test_cli_rejects_bad_options(corpus, tmp_path):

@@ -132,10 +132,9 @@ def command_predict(args: argparse.Namespace) -> int:
 
 def command_serve(args: argparse.Namespace) -> int:
     """Serve a run over HTTP (FastAPI under uvicorn) until interrupted."""
-    try:
-        import uvicorn  # noqa: F401
-    except ImportError:
-        raise ConfigError("serve needs fastapi and uvicorn: pip install 'infofusion[serve]'") from None
+    from .extras import require_extra
+
+    require_extra("serve", "infofusion serve")  # one line naming the extra, not an ImportError
     from .inference import Predictor
     from .inference.http import ServiceLimits, create_app, listening_socket, serve
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..extras import require_extra
+
 SAMPLE_RATE = 16_000
 N_MFCC = 40
 WINDOW = 400  # 25 ms at 16 kHz
@@ -56,6 +58,7 @@ class AudioFeatures:
         names: dict[str, list[str]] = {}
         for part in self.parts:
             if part == "egemaps":
+                require_extra("media", "eGeMAPS audio features", ("opensmile",))
                 import opensmile
 
                 self._smile = opensmile.Smile(

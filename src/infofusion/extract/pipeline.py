@@ -25,6 +25,7 @@ import numpy as np
 
 from ..data.text_encoder import get_text_encoder
 from ..data.types import DataError, Dialogue, Utterance
+from ..extras import require_extra
 from ..progress import StepProgress
 from .audio import AudioError
 from .manifest import SPLIT_NAMES, ManifestRow, read_manifest
@@ -55,12 +56,14 @@ def extract_dialogues(manifest: str | Path, options: ExtractOptions | None = Non
     # Media extractors first: a missing library or cascade fails before minutes of text encoding.
     audio_extractor = visual_extractor = None
     if use_audio:
+        require_extra("media", "audio feature extraction", ("librosa", "soundfile"))
         started = time.perf_counter()
         from .audio import AudioFeatures
 
         audio_extractor = AudioFeatures(options.audio)
         timing["audio_setup_seconds"] = _seconds(started)
     if use_visual:
+        require_extra("media", "visual feature extraction", ("cv2",))
         started = time.perf_counter()
         from .visual import VisualFeatures
 

@@ -45,6 +45,7 @@ from torch import nn
 
 from ..config import ConfigError
 from ..data.batching import Batch
+from ..extras import require_extra
 from ..models import DataInfo, InfoFusionModel
 from ..models.base import probabilities
 from ..models.layers import traceable_frame_lstms
@@ -210,13 +211,7 @@ def export_onnx(
     predictor: Predictor | None = None,
 ) -> ExportResult:
     """Export ``run_dir``'s best checkpoint to ``output`` (default ``run_dir/model.onnx``) and check it."""
-    try:
-        import onnx  # noqa: F401 - the graph's inputs are read with it
-        import onnxruntime  # noqa: F401 - every export is checked with it
-    except ImportError as error:
-        raise ExportError(
-            f"ONNX export needs onnx and onnxruntime ({error}): pip install 'infofusion[export]'"
-        ) from None
+    require_extra("export", "ONNX export", ("onnx", "onnxruntime"))  # read and check every graph
     run_dir = Path(run_dir)
     predictor = predictor or Predictor.from_run(run_dir)
     exportable(predictor)

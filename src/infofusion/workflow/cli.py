@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..extras import require_extra
 from . import PLOT_KINDS
 
 
@@ -44,6 +45,7 @@ def command_sweep(args: argparse.Namespace) -> int:
 
     sweep, source = prepare_sweep(args)
     if args.backend == "ray":
+        require_extra("ray", "sweep --backend ray")
         from .ray_sweep import run_ray_sweep
 
         return run_ray_sweep(sweep, source, args)

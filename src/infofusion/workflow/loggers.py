@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from ..config import ConfigError, config_hash
+from ..extras import require_extra
 
 if TYPE_CHECKING:
     from ..trainer import EpochLogger
@@ -51,12 +52,10 @@ def flat_config(config: dict, prefix: str = "") -> dict[str, str]:
 
 class TensorBoardLogger:
     def __init__(self, run_dir: Path, config: dict) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as error:  # torch's writer needs the separate ``tensorboard`` package
-            raise ConfigError(
-                "--logger tensorboard needs the tensorboard package: pip install tensorboard"
-            ) from error
+        # torch's writer needs the separate ``tensorboard`` package
+        require_extra("loggers", "--logger tensorboard", ("tensorboard",))
+        from torch.utils.tensorboard import SummaryWriter
+
         self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
         self.writer.add_text("config", "```\n" + yaml.safe_dump(config, sort_keys=False) + "\n```", 0)
 
@@ -71,11 +70,10 @@ class TensorBoardLogger:
 
 class MLflowLogger:
     def __init__(self, run_dir: Path, config: dict) -> None:
-        try:
-            from mlflow.entities import Param
-            from mlflow.tracking import MlflowClient
-        except ImportError as error:
-            raise ConfigError("--logger mlflow needs the mlflow package: pip install mlflow") from error
+        require_extra("loggers", "--logger mlflow", ("mlflow",))
+        from mlflow.entities import Param
+        from mlflow.tracking import MlflowClient
+
         root = run_dir.resolve()
         self.client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
         experiment = self.client.get_experiment_by_name(MLFLOW_EXPERIMENT)
