@@ -17,6 +17,7 @@ import torch
 from .types import Dataset, Dialogue
 
 UNKNOWN_SPEAKER = 0  # index 0 of the global speaker vocabulary is reserved for unseen speakers
+BUCKET_BLOCK = 50  # batches sorted by length together when the data carries text windows
 
 
 @dataclass
@@ -207,11 +208,27 @@ class DialogueLoader:
         """
         order = np.arange(len(self.dialogues))
         if self.shuffle:
-            order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.dialogues))
+            rng = np.random.default_rng([self.seed, self.epoch])
+            order = rng.permutation(len(self.dialogues))
+            if self.dialogues and self.dialogues[0].utterances[0].window is not None:
+                order = self._bucketed(order, rng)
         if self.num_shards > 1:
             padding = (-len(order)) % self.num_shards
             order = np.concatenate([order, order[:padding]])[self.shard :: self.num_shards]
         return order
+
+    def _bucketed(self, order: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Length bucketing for the text front end: within blocks of ``BUCKET_BLOCK`` batches of the
+        shuffled order, dialogues are sorted by their windows' length and the resulting batches are
+        shuffled again, so a batch pads little while every epoch still mixes the data."""
+        length = np.array([max(u.window.shape[1] for u in d.utterances) for d in self.dialogues])
+        block = self.batch_size * BUCKET_BLOCK
+        batches = []
+        for start in range(0, len(order), block):
+            chunk = order[start : start + block]
+            chunk = chunk[np.argsort(length[chunk], kind="stable")]
+            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        return np.concatenate([batches[i] for i in rng.permutation(len(batches))])
 
     def __iter__(self) -> Iterator[Batch]:
         order = self.order()
