@@ -317,21 +317,28 @@ def test_concurrent_requests_on_one_session_keep_order_and_count(runs, dialogue)
 
 
 def test_cli_serve_runs_uvicorn_with_the_limits(runs, monkeypatch):
-    uvicorn = pytest.importorskip("uvicorn")
+    pytest.importorskip("uvicorn")
+    from infofusion.inference import http
+
     calls = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.update(app=app, **kwargs))
+
+    def fake_serve(app, sockets, limits, log_level):
+        calls.update(app=app, address=sockets[0].getsockname(), log_level=log_level)
+        sockets[0].close()
+
+    monkeypatch.setattr(http, "serve", fake_serve)
     argv = [
         "serve",
         str(runs["late_fusion"]),
         "--port",
-        "8123",
+        "0",
         "--max-utterances",
         "9",
         "--session-ttl",
         "5",
     ]
     assert main(argv) == 0
-    assert calls["host"] == "127.0.0.1" and calls["port"] == 8123
+    assert calls["address"][0] == "127.0.0.1" and calls["address"][1] > 0 and calls["log_level"] == "info"
     limits = calls["app"].state.limits
     assert limits.max_utterances == 9 and limits.session_ttl == 5 and limits.max_sessions == 1000
     health = TestClient(calls["app"]).get("/health").json()

@@ -271,18 +271,26 @@ class RunDir:
         """Hold this folder for one training run (module docstring), refusing what would mix two runs."""
         if resume and overwrite:
             raise RunFolderError("--resume continues a run and --overwrite replaces it: give one of them")
+        created = not self.path.exists()
         self.create()
-        with self._locked():
-            if self.holds_run() and overwrite:
-                self.clear()
-            elif self.holds_run() and resume:
-                self.check_resume_config(config)
-            elif self.holds_run():
-                raise RunFolderError(
-                    f"{self.path} already holds a run: --resume continues it, --overwrite replaces it "
-                    "(deleting its files), or choose another --output"
-                )
-            yield self
+        try:
+            with self._locked():
+                if self.holds_run() and overwrite:
+                    self.clear()
+                elif self.holds_run() and resume:
+                    self.check_resume_config(config)
+                elif self.holds_run():
+                    raise RunFolderError(
+                        f"{self.path} already holds a run: --resume continues it, --overwrite replaces it "
+                        "(deleting its files), or choose another --output"
+                    )
+                yield self
+        except BaseException:
+            # A run refused before writing anything leaves no folder behind.
+            if created and [entry.name for entry in self.path.iterdir()] == [LOCK]:
+                (self.path / LOCK).unlink()
+                self.path.rmdir()
+            raise
 
     @contextmanager
     def _locked(self) -> Iterator[None]:

@@ -20,7 +20,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from .config import config_hash, train_settings
+from .config import ConfigError, config_hash, train_settings
 from .data import load_dataset
 from .data.batching import Batch, DialogueLoader, as_utterance_dialogues
 from .data.provenance import data_provenance
@@ -160,10 +160,26 @@ class Trainer:
 
         metric = self.settings.select_metric
         self.select_metric = default_selection_metric(self.info.task) if metric in (None, "auto") else metric
+        self._check_select_metric()
         self.utterance_level = model_class.unit == "utterance"
         self.loaders = {
             split: self._loader(split, shuffle=(split == "train")) for split in self.dataset.splits
         }
+
+    def _check_select_metric(self) -> None:
+        """An unknown ``train.select_metric`` fails now, not after the first epoch."""
+        if self.info.task == "classification":
+            sample = classification_metrics(
+                np.zeros(1), np.zeros(1), self.info.num_classes, self.info.class_names
+            )
+        else:
+            sample = regression_metrics(np.array([0.0, 1.0]), np.array([0.0, 1.0]))
+        known = sorted(name for name, value in sample.items() if isinstance(value, float))
+        if self.select_metric not in known:
+            raise ConfigError(
+                f"train.select_metric {self.select_metric!r} is not a validation metric of this "
+                f"{self.info.task} task (one of {', '.join(known)}, or auto)"
+            )
 
     @classmethod
     def from_run(
@@ -320,6 +336,9 @@ class Trainer:
         start_epoch, best, bad_epochs, finished = 0, None, 0, False
         if resume and self.run_dir.last_path.exists():
             start_epoch, best, bad_epochs, finished = self._restore()
+            # More epochs (a key safe to change on resume) reopen a run that only ran out of them.
+            patience = int(self.settings.patience or self.settings.epochs)
+            finished = finished and (bad_epochs >= patience or start_epoch >= int(self.settings.epochs))
             self.echo(f"resuming from epoch {start_epoch}")
         writer = self.distributed.is_main
         if writer:

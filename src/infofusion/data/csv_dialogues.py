@@ -52,7 +52,7 @@ def load_dialogue_csvs(
     """Read the split CSVs of ``directory`` (module docstring); ``encoder`` is a name or an encoder."""
     directory = Path(directory)
     tables = {split: _read_table(path, label) for split, path in _split_files(directory).items()}
-    classes = sorted(set(tables["train"].rows["label"]))
+    classes = sorted(set(tables["train"].rows["label"]) - {""})  # an empty cell is an error, not a class
     text_encoder = get_text_encoder(encoder) if isinstance(encoder, str) else encoder
     splits = {
         split: _dialogues(table, split, classes, text_encoder, cache_dir) for split, table in tables.items()

@@ -6,13 +6,20 @@ exactly those and refuses every other global before anything is called.
 
 Python 2 pickles (DialogueRNN-era feature files) are read with ``encoding="latin1"``: that is the
 encoding NumPy documents for the raw bytes of Python 2 arrays, and it never fails on Python 2 ``str``.
+
+Cost is bounded too: an allowed callable that allocates (``bytes(n)``, ``bytearray(n)``, ``ndarray(shape)``,
+NumPy's ``_reconstruct``) may not ask for more elements than the file has bytes (plus a small margin).
+Real data never does, since an array's contents are in the file; a few hundred bytes demanding gigabytes
+is refused before anything is allocated.
 """
 
 from __future__ import annotations
 
 import _compat_pickle
 import importlib
+import os
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -74,12 +81,43 @@ def _python3_name(module: str, name: str) -> tuple[str, str]:
     return _compat_pickle.IMPORT_MAPPING.get(module, module), name
 
 
+ALLOCATING = frozenset({"bytes", "bytearray", "ndarray", "_reconstruct", "range"})
+SIZE_MARGIN = 1 << 20  # elements any call may ask for beyond the file's size
+
+
+def _requested_elements(value: object) -> int:
+    """The elements an argument asks for: an int itself, a shape tuple its product."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return value
+    if isinstance(value, tuple) and value and all(isinstance(v, int) for v in value):
+        return int(np.prod([max(v, 0) for v in value], dtype=object))
+    return 0
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """An unpickler whose ``find_class`` only hands out containers, scalars and NumPy arrays."""
 
-    def __init__(self, file, source: str) -> None:
+    def __init__(self, file, source: str, budget: int) -> None:
         super().__init__(file, encoding="latin1")
-        self.source = source
+        self.source, self.budget = source, budget
+
+    def _bounded(self, name: str, function: Callable) -> Callable:
+        def call(*args: object, **kwargs: object) -> object:
+            requested = max((_requested_elements(v) for v in (*args, *kwargs.values())), default=0)
+            if requested > self.budget:
+                raise DataError(
+                    f"pickle asks {name} for {requested} elements, more than the file could hold "
+                    f"({self.budget}): refused",
+                    file=self.source,
+                )
+            # The bounded ndarray stands for the class where _reconstruct is handed it.
+            return function(*(getattr(v, "array_type", v) for v in args), **kwargs)
+
+        if name == "ndarray":
+            call.array_type = function  # type: ignore[attr-defined]
+        return call
 
     def find_class(self, module: str, name: str) -> object:
         module, name = _python3_name(module, name)
@@ -92,7 +130,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         # numpy.core is a deprecated alias of numpy._core in NumPy 2: resolve without the warning.
         if module.startswith("numpy.core.") and hasattr(np, "_core"):
             module = "numpy._core." + module.removeprefix("numpy.core.")
-        return getattr(importlib.import_module(module), name)
+        found = getattr(importlib.import_module(module), name)
+        return self._bounded(name, found) if name in ALLOCATING else found
 
 
 def safe_load(path: str | Path) -> object:
@@ -100,7 +139,8 @@ def safe_load(path: str | Path) -> object:
     source = str(path)
     try:
         with open(path, "rb") as handle:
-            return RestrictedUnpickler(handle, source).load()
+            budget = os.fstat(handle.fileno()).st_size + SIZE_MARGIN
+            return RestrictedUnpickler(handle, source, budget).load()
     except DataError:
         raise
     except FileNotFoundError as error:

@@ -383,14 +383,36 @@ def encode_cached(
     return features
 
 
+def digest_path(path: Path) -> Path:
+    """The sidecar holding the SHA-256 of a cache file's array bytes, written with it."""
+    return path.with_name(path.name + ".sha256")
+
+
 def read_cached_array(path: Path) -> np.ndarray | None:
-    if not path.is_file():
+    """A cached float32 matrix, or None (then recomputed) when it is missing, damaged or not what was
+    written: its header must declare exactly the file's size, and its bytes must hash to the sidecar's
+    digest (a file with the right shape but other content is never used)."""
+    if not path.is_file() or not digest_path(path).is_file():
         return None
     try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, _, dtype = read_header(handle)
+            declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if handle.tell() + declared != os.fstat(handle.fileno()).st_size:
+                return None  # a declared size the file does not hold: never allocate it
         cached = np.load(path, allow_pickle=False)
-    except (OSError, ValueError):  # a damaged cache file is recomputed, not fatal
+        expected = digest_path(path).read_text(encoding="ascii").strip()
+    except (OSError, ValueError, UnicodeDecodeError):  # a damaged cache file is recomputed, not fatal
         return None
-    return cached if cached.dtype == np.float32 and cached.ndim == 2 else None
+    if cached.dtype != np.float32 or cached.ndim != 2:
+        return None
+    return cached if hashlib.sha256(cached.tobytes()).hexdigest() == expected else None
 
 
 def write_array_atomically(path: Path, array: np.ndarray) -> None:
@@ -406,6 +428,8 @@ def write_array_atomically(path: Path, array: np.ndarray) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temporary, 0o644)  # temporary files are created private; the cache is shareable
+        # The digest first: a reader that sees the new array always finds its digest beside it.
+        digest_path(path).write_text(hashlib.sha256(array.tobytes()).hexdigest() + "\n", encoding="ascii")
         os.replace(temporary, path)
     except OSError as error:  # a read-only cache only costs speed
         warnings.warn(f"text feature cache not written to {path}: {error}", stacklevel=3)
