@@ -148,3 +148,18 @@ def test_batches_of_windows_are_bucketed_by_length_and_still_cover_every_dialogu
 
     shuffled = np.random.default_rng([3, 0]).permutation(len(dialogues))
     assert padding(first) < padding(shuffled)
+
+
+def test_data_without_transcripts_keeps_its_text_features(tmp_path):
+    from infofusion.data.synthetic import make_synthetic
+    from infofusion.text import prepare_text, text_settings
+
+    dataset = make_synthetic({"dialogues": {"train": 3, "valid": 1, "test": 1}})
+    before = dataset.splits["train"][0].utterances[0].features["text"].copy()
+    text = text_settings(resolve_config("mmmie", None, ["text.mode=frozen"]))
+    assert prepare_text(dataset, text) is False  # synthetic: vectors by design, nothing said
+    dataset.source = "extracted.pkl"
+    with pytest.warns(UserWarning, match="extracted.pkl has no transcripts"):
+        assert prepare_text(dataset, text) is False
+    assert (dataset.splits["train"][0].utterances[0].features["text"] == before).all()
+    assert not dataset.has_windows

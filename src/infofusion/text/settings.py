@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,17 @@ def prepare_text(
     Returns whether the windows stay on the utterances for the model's own front end.
     """
     if text.mode == "sentence" or "text" not in dataset.modalities:
+        return False
+    utterances = [u for split in dataset.splits.values() for d in split for u in d.utterances]
+    if not any(u.text is not None or u.tokens is not None for u in utterances):
+        # Feature-only data (extracted pickles without transcripts): nothing to read. The synthetic
+        # generator makes vectors, not words, by design: no need to say so on every demo run.
+        if dataset.source != "synthetic":
+            warnings.warn(
+                f"text.mode={text.mode}: {dataset.source} has no transcripts, so its text features are "
+                "used as they are (the text front end needs the words)",
+                stacklevel=2,
+            )
         return False
     tokenizer = load_tokenizer(text.encoder)
     special = special_tokens(tokenizer)
