@@ -7,8 +7,14 @@ import pytest
 import torch
 
 from infofusion.data.text_encoder import load_tokenizer
-from infofusion.text import FrontEndSpec, TextFrontEnd, WindowSpec, build_dialogue_windows, pad_windows
-from infofusion.text import special_tokens
+from infofusion.text import (
+    FrontEndSpec,
+    TextFrontEnd,
+    WindowSpec,
+    build_dialogue_windows,
+    pad_windows,
+    special_tokens,
+)
 from infofusion.text.windows import TARGET
 from text_fixtures import TINY_LAYERS, tiny_bert
 
