@@ -7,7 +7,10 @@ on 127.0.0.1 on a free port in a subprocess, and sends a bounded number of reque
 - ``/predict``, 1-utterance dialogues;
 - ``/predict``, 10-utterance dialogues;
 - session utterances: one utterance per request; each worker's session restarts after 10 utterances,
-  so a request carries 1 to 10 utterances of context (a dialogue model re-reads the history).
+  so a request carries 1 to 10 utterances of context (a dialogue model re-reads the history);
+- one long session: ``--session-turns`` (1,000) utterances, one per request, from one client; latency of
+  its first and last 50 turns (a turn sees at most ``--session-context`` earlier utterances, so the two
+  should match), and the server's RSS before the load, after the session and after its DELETE.
 
 Prints requests/s and p50/p95/p99 latency per scenario, then the Predictor's offline throughput in
 utterances/s: batched (``--batch-size`` dialogues per forward pass) against one dialogue per call. The
@@ -53,7 +56,46 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--batch-size", type=int, default=32, help="offline batched throughput: batch size")
     parser.add_argument("--startup-timeout", type=float, default=120.0)
+    parser.add_argument("--session-turns", type=int, default=1000, help="utterances of the long session")
     return parser.parse_args(argv)
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of process ``pid`` (Linux /proc), MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def percentiles(latencies: list[float]) -> dict[str, float]:
+    done = np.array(latencies) * 1000.0
+    return {f"p{q}": float(np.percentile(done, q)) if done.size else float("nan") for q in (50, 95, 99)}
+
+
+def long_session(base: str, stream: list[dict], turns: int, time_cap: float) -> dict:
+    """One session of ``turns`` utterances, one per request; per-turn latencies and the status codes."""
+    import httpx
+
+    latencies, codes = [], []
+    deadline = time.monotonic() + time_cap
+    with httpx.Client(base_url=base, timeout=60.0) as client:
+        for turn in range(turns):
+            if time.monotonic() > deadline:
+                break
+            started = time.perf_counter()
+            response = client.post(
+                "/sessions/long/utterances", json={"utterances": [stream[turn % len(stream)]]}
+            )
+            latencies.append(time.perf_counter() - started)
+            codes.append(response.status_code)
+    return {"latencies": latencies, "errors": sum(code != 200 for code in codes)}
+
+
+def delete_session(base: str, name: str) -> int:
+    import httpx
+
+    return httpx.delete(f"{base}/sessions/{name}", timeout=30.0).status_code
 
 
 # -- setup ------------------------------------------------------------------------------------------------
@@ -254,7 +296,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"serving {run} ({predictor.model_name}) on {base} ...", flush=True)
         server = start_server(run, port, args.threads, args.startup_timeout)
         results = {}
+        memory: dict[str, float] = {}
         try:
+            memory["before the load"] = rss_mib(server.pid)
             run_load(base, predict_one, 10, 1, 30.0)  # warm-up, not measured
             scenarios = (
                 ("/predict, 1 utterance", predict_one),
@@ -263,6 +307,11 @@ def main(argv: list[str] | None = None) -> int:
             )
             for name, send in scenarios:
                 results[name] = run_load(base, send, args.requests, args.concurrency, args.time_cap)
+            memory["after the load"] = rss_mib(server.pid)
+            session = long_session(base, stream, args.session_turns, args.time_cap * 5)
+            memory[f"after a {len(session['latencies'])}-turn session"] = rss_mib(server.pid)
+            delete_session(base, "long")
+            memory["after its DELETE"] = rss_mib(server.pid)
         finally:
             stop_server(server)
         offline = offline_throughput(predictor, dialogues, args.batch_size, args.time_cap)
@@ -280,6 +329,17 @@ def main(argv: list[str] | None = None) -> int:
             f"| {name} | {row['requests']}{capped} | {row['errors']} | {row['rps']:.1f} | {row['p50']:.1f} | "
             f"{row['p95']:.1f} | {row['p99']:.1f} |"
         )
+    turns = session["latencies"]
+    for label, part in (("first 50", turns[:50]), ("last 50", turns[-50:]), ("all", turns)):
+        row, rate = percentiles(part), len(part) / max(sum(part), 1e-9)
+        print(
+            f"| long session, {label} turns of {len(turns)} | {len(part)} | {session['errors']} "
+            f"| {rate:.1f} | "
+            f"{row['p50']:.1f} | {row['p95']:.1f} | {row['p99']:.1f} |"
+        )
+    print("\n| server RSS | MiB |\n| --- | --- |")
+    for label, value in memory.items():
+        print(f"| {label} | {value:.1f} |")
     for name, row in results.items():
         if row["first_error"]:
             print(f"first error in '{name}': {row['first_error']}")
@@ -290,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         unit = "utterances" if predictor.utterance_level else "dialogues"
         label = f"batched ({args.batch_size} {unit} per pass)" if name == "batched" else name
         print(f"| {label} | {rate:.0f} |")
-    return 1 if any(row["errors"] for row in results.values()) else 0
+    return 1 if any(row["errors"] for row in results.values()) or session["errors"] else 0
 
 
 if __name__ == "__main__":

@@ -255,6 +255,29 @@ def test_a_cache_file_declaring_more_than_it_holds_is_not_loaded(tmp_path):
     assert read_cached_array(path) is None
 
 
+def test_mi_arrays_declaring_more_than_they_hold_or_over_the_limit_are_refused(tmp_path):
+    import zipfile
+
+    from infofusion.mi.data_files import InputError, load_pair
+
+    def member(shape: tuple[int, ...], data: bytes) -> bytes:
+        import io
+
+        buffer = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        return buffer.getvalue() + data
+
+    for name, shape in (("declared", (100_000_000, 100_000_000)), ("lying", (1000, 2))):
+        archive = tmp_path / f"{name}.npz"
+        with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as handle:
+            handle.writestr("x.npy", member(shape, b"\x00" * 32))
+            handle.writestr("y.npy", member((8,), b"\x00" * 32))
+        started = time.perf_counter()
+        with pytest.raises(InputError, match="declares"):
+            load_pair(str(archive), "x", "y")
+        assert time.perf_counter() - started < 1.0
+
+
 # -- 9. the service ------------------------------------------------------------------------------------
 def test_slow_headers_and_bodies_are_timed_out():
     pytest.importorskip("uvicorn")

@@ -7,7 +7,9 @@ How ``--x`` and ``--y`` name the data depends on the format:
 * ``.csv`` (first line: column names) and ``.parquet``: column names, comma-separated: ``age,income``.
 
 Every failure raises :class:`InputError` with one line naming the file and the key or column.
-Nothing is unpickled (``allow_pickle=False``).
+Nothing is unpickled (``allow_pickle=False``). Reads are bounded: an array's header must declare exactly
+the bytes its file (or its archive member, decompressed) holds, and no array may exceed
+:data:`MAX_ARRAY_BYTES`; both are checked from the header, before anything is allocated or decompressed.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .fitting import as_matrix
 
 FORMATS = (".npz", ".npy", ".csv", ".parquet")
 MIN_ROWS = 4
+MAX_ARRAY_BYTES = 4 * 1024**3  # far beyond what an MI estimate can use, far below a decompression bomb
 
 
 class InputError(Exception):
@@ -39,7 +42,38 @@ def _names(spec: str) -> list[str]:
     return [name.strip() for name in spec.split(",") if name.strip()]
 
 
+def check_declared_size(handle, stored_bytes: int, what: str) -> None:
+    """The .npy header at ``handle`` must declare ``stored_bytes`` of data, at most MAX_ARRAY_BYTES."""
+    try:
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+    except ValueError as error:
+        raise InputError(f"{what}: not a readable .npy array ({error})") from None
+    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if declared > MAX_ARRAY_BYTES:
+        raise InputError(f"{what}: declares {declared} bytes of data, over the limit of {MAX_ARRAY_BYTES}")
+    if not dtype.hasobject and declared != stored_bytes - handle.tell():
+        raise InputError(f"{what}: declares shape {shape} but holds {stored_bytes - handle.tell()} bytes")
+
+
+def _check_npz_members(file: str, path: Path, keys: tuple[str, str]) -> None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for key in keys:
+                name = f"{key}.npy"
+                if name in archive.namelist():
+                    stored = archive.getinfo(name).file_size  # decompressed size, from the directory
+                    with archive.open(name) as member:
+                        check_declared_size(member, stored, f"{file}: key '{key}'")
+    except (OSError, zipfile.BadZipFile) as error:
+        raise InputError(f"{file}: not a readable .npz file ({error})") from None
+
+
 def _load_npz(file: str, path: Path, keys: tuple[str, str]) -> list[np.ndarray]:
+    _check_npz_members(file, path, keys)
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as error:
@@ -84,6 +118,8 @@ def parse_columns(spec: str, width: int, file: str) -> list[int]:
 
 def _load_npy(file: str, path: Path, specs: tuple[str, str]) -> list[np.ndarray]:
     try:
+        with open(path, "rb") as handle:
+            check_declared_size(handle, path.stat().st_size, file)
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
         raise InputError(f"{file}: not a readable .npy file ({error})") from None
