@@ -48,20 +48,31 @@ def test_every_kind_writes_a_png(runs, capsys, kind):
 def test_curves_figure_axes(runs):
     figure = plots.curves_figure(runs / "mmim")
     titles = axis_texts(figure)
-    assert titles[0] == ("Training loss", "epoch", "mean loss per batch")
+    assert titles[0] == ("Loss", "epoch", "mean loss per utterance batch")
     assert titles[1][0] == "Auxiliary training terms"  # MMIM's CPC and MMILB terms
-    assert titles[-1] == ("Validation weighted_f1 (model selection)", "epoch", "weighted_f1")
+    assert titles[-1] == ("Validation weighted F1", "epoch", "weighted F1")
+    losses = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+    assert "validation task loss" in losses and "training total loss" in losses
     legend = [text.get_text() for text in figure.axes[1].get_legend().get_texts()]
-    assert {"cpc", "likelihood", "entropy"} <= set(legend)
-    assert "mmim on synthetic" in figure.get_suptitle()
+    # Words, not internal names.
+    assert {"CPC term (fusion, modality)", "MMILB likelihood term", "MMILB stage (likelihood fit)"} <= set(
+        legend
+    )
+    assert not {"cpc", "stage_mmilb", "likelihood"} & set(legend)
+    assert figure.get_suptitle() == "Training curves: MMIM on synthetic"
     assert len(plots.curves_figure(runs / "plain").axes) == 2  # no auxiliary terms, no empty panel
 
 
 def test_mi_figure_one_panel_per_estimator(runs):
     figure = plots.mi_figure(runs / "mmim")
-    assert [axis.get_title() for axis in figure.axes] == ["CPC estimates", "LIKELIHOOD estimates"]
-    assert all(axis.get_xlabel() == "epoch" and "nats" in axis.get_ylabel() for axis in figure.axes)
+    assert [axis.get_title() for axis in figure.axes] == ["CPC", "MMILB log-likelihood"]
+    assert [axis.get_ylabel() for axis in figure.axes] == [
+        "MI estimate (nats)",
+        "log-likelihood per utterance",
+    ]
     assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == ["text", "audio", "visual"]
+    pairs = [t.get_text() for t in figure.axes[1].get_legend().get_texts()]
+    assert pairs == ["text & audio", "text & visual"]
     assert plots.estimator_and_pair("mine/text-audio") == ("mine", "text-audio")
     assert plots.estimator_and_pair("club/text") == ("club", "text")
 
@@ -88,7 +99,7 @@ def test_tsne_figure_of_fused_representations(runs):
     figure = plots.tsne_figure(runs / "plain", None, "valid")
     axis = figure.axes[0]
     assert (axis.get_xlabel(), axis.get_ylabel()) == ("t-SNE 1", "t-SNE 2")
-    assert "fused representation, valid split" in axis.get_title()
+    assert "fused representation\nvalid split" in axis.get_title()
     assert axis.get_legend().get_title().get_text() == "true class"
     regression = plots.tsne_figure(runs / "regression", None, "test")
     assert regression.axes[1].get_ylabel() == "true label"  # a colour bar instead of a class legend
@@ -106,3 +117,32 @@ def test_tsne_of_a_model_without_component_codes_is_the_fused_one(runs):
 def test_plot_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     code, _, err = run_cli(capsys, "plot", str(tmp_path), "curves")
     assert code == 2 and "not a run folder" in err
+
+
+def test_saved_figures_have_svg_and_pdf_beside_with_readable_text(runs, capsys):
+    code = main(["plot", str(runs / "mmim"), "curves", "--style", "paper"])
+    png = runs / "mmim" / "curves.png"
+    assert code == 0 and capsys.readouterr().out.strip() == str(png)
+    svg = png.with_suffix(".svg").read_text(encoding="utf-8")
+    assert png.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
+    # Text stays text in the SVG: the title names the data set, never a path; legends are words.
+    assert "Training curves: MMIM on synthetic" in svg and "validation task loss" in svg
+    assert "stage_mmilb" not in svg and "/" not in svg.split("Training curves:")[1].split("<")[0]
+    assert "#0072b2" in svg.lower()  # the colour-blind-safe palette (Okabe-Ito blue)
+
+
+def test_paper_style_fits_a_two_column_page(runs):
+    with plots.figure_style("paper"):
+        figure = plots.curves_figure(runs / "mmim")
+    width, _ = figure.get_size_inches()
+    assert width <= 7.0 and figure.axes[0].title.get_fontsize() == 9.0
+
+
+def test_class_names_come_from_the_run_and_hsic_is_not_in_nats():
+    from infofusion.workflow.figure_style import ESTIMATE_UNITS, term_words
+
+    assert "nats" not in ESTIMATE_UNITS["hsic"] and "nats" not in ESTIMATE_UNITS["likelihood"]
+    assert term_words("np") == "noise predicts the label (reversed)"
+    assert term_words("cyr") == "cyclic reconstruction (reversed)"
+    assert term_words("stage_estimators") == "MINE and CLUB stage"
+    assert term_words("msi") == "CLUB (modality-specific information)"

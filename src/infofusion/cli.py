@@ -19,7 +19,6 @@ from .metrics import scalar_metrics
 from .models import UnknownModelError
 from .workflow.cli import _at_least_one
 
-DEMO_MODELS = ("late_fusion", "bc_lstm")
 # Every error that means "bad input or environment", and its exit code. Anything else is a bug: traceback.
 EXIT_CODES: dict[type[BaseException], int] = {
     ConfigError: 2,  # includes RunFolderError (busy, existing or damaged run folders) and ExportError
@@ -185,27 +184,19 @@ def command_data_inspect(args: argparse.Namespace) -> int:
 
 
 def command_demo(args: argparse.Namespace) -> int:
-    """Train the demo models on the embedded synthetic data and print a results table."""
-    from .trainer import train
+    """Train the seed models beside a baseline on the embedded synthetic data; tables and figures."""
+    from .workflow.demo import run_demo
 
-    output = Path(args.output)
-    rows = []
-    for model in DEMO_MODELS:
-        namespace = argparse.Namespace(
-            model=model, data="synthetic", epochs=args.epochs, seed=0, config=None, overrides=[]
-        )
-        print(f"== training {model} on synthetic data ==", flush=True)
-        # The demo's folders are scratch: a rerun replaces them.
-        metrics = train(config_from_options(namespace), output / model, overwrite=True)
-        rows.append((model, metrics))
-    print("\n| model | valid acc | valid weighted F1 | test acc | test weighted F1 | seconds |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for model, metrics in rows:
-        valid, test = metrics["valid"], metrics["test"]
-        print(
-            f"| {model} | {valid['acc']:.3f} | {valid['weighted_f1']:.3f} | {test['acc']:.3f} | "
-            f"{test['weighted_f1']:.3f} | {metrics['seconds']:.1f} |"
-        )
+    result = run_demo(Path(args.output), args.epochs)
+    print("\nResults on the synthetic data (validation selects the best epoch; test is scored once):\n")
+    print(result.results_table())
+    print("Mutual information between modalities: the truth the generator knows, and MMMIE's estimate.")
+    print("Estimates on learned representations stay at or below the truth (data processing).\n")
+    print(result.mi_table())
+    print(f"Runs (config, checkpoints, history, metrics) in {result.output}/<model>/")
+    print("Figures (PNG; the same as SVG and PDF beside each):")
+    for path in result.figures:
+        print(f"  {path}")
     return 0
 
 
@@ -311,7 +302,7 @@ def _add_small_commands(commands: argparse._SubParsersAction) -> None:
     inspect.add_argument("--set", dest="overrides", action="append", default=[], metavar="data.KEY=VALUE")
     inspect.set_defaults(handler=command_data_inspect)
 
-    demo = commands.add_parser("demo", help="train on the embedded synthetic data and print a table")
+    demo = commands.add_parser("demo", help="MMIM, MMMIE and MInD beside a baseline on synthetic data")
     demo.add_argument("--output", default="runs/demo")
     demo.add_argument("--epochs", type=int, default=15)
     demo.set_defaults(handler=command_demo)

@@ -68,7 +68,9 @@ class StepProgress:
     def advance(self, steps: int = 1) -> None:
         self.done += steps
         now = self.clock()
-        if now - self.started < self.delay:
+        # Off a terminal the first line waits a whole period too: a log gets no lines for short steps.
+        quiet = self.delay if self.on_terminal else max(self.delay, self.line_seconds)
+        if now - self.started < quiet:
             return
         gap = self.redraw_seconds if self.on_terminal else self.line_seconds
         finished = self.total is not None and self.done >= self.total

@@ -60,6 +60,7 @@ from .http_schema import (
     without_location,
 )
 from .outputs import DialoguePrediction
+from .page import add_pages
 from .predictor import Predictor, PreparedDialogue
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
@@ -236,6 +237,8 @@ def create_app(
     app = FastAPI(
         title="infofusion",
         version=__version__,
+        docs_url=None,  # /docs and /redoc come from local files (add_pages): no CDN
+        redoc_url=None,
         description=(
             f"Multimodal sentiment/emotion predictions from the `{predictor.model_name}` run at "
             f"`{predictor.source}` ({predictor.info.task}; modalities {', '.join(describe['modalities'])})."
@@ -249,6 +252,7 @@ def create_app(
     add_predict_route(app, service, predict_request)
     add_session_routes(app, service, session_request)
     add_health_route(app, service, describe)
+    add_pages(app)  # the conversation page at /, Swagger UI and ReDoc (inference/page.py)
     app.state.predictor, app.state.sessions, app.state.limits = predictor, service.store, limits
     return app
 

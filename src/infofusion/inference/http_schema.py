@@ -23,6 +23,25 @@ class ServiceError(Exception):
         self.status, self.message, self.field = status, message, field
 
 
+def example_utterances(describe: dict[str, Any]) -> list[dict[str, Any]]:
+    """Two turns as this run takes them (transcripts, and zero vectors of the right size for features),
+    the example payload of ``/docs``."""
+    reads_text = "transcript" in str(describe.get("text_input", ""))
+    turns: list[dict[str, Any]] = [
+        {"speaker": "Alice", "text": "We finally got the results back!"},
+        {"speaker": "Bob", "text": "Oh no. Are they bad?"},
+    ]
+    for turn in turns:
+        features = {
+            m: [0.0] * int(describe["dims"][m])
+            for m in describe["modalities"]
+            if m != "text" or not reads_text
+        }
+        if features:
+            turn["features"] = features
+    return turns
+
+
 def request_models(max_text_chars: int, max_utterances: int, describe: dict[str, Any]) -> tuple[type, ...]:
     """``UtteranceIn``, ``PredictRequest`` and ``SessionUtterancesRequest`` with this app's limits."""
     modalities = ", ".join(describe["modalities"])
@@ -54,15 +73,19 @@ def request_models(max_text_chars: int, max_utterances: int, describe: dict[str,
             )
         )
 
+    turns = example_utterances(describe)
+
     class PredictRequest(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+        model_config = ConfigDict(
+            extra="forbid", json_schema_extra={"examples": [{"dialogue_id": "d1", "utterances": turns}]}
+        )
         dialogue_id: str = Field("request", max_length=200, description="Echoed back.")
         utterances: list[UtteranceIn] = Field(
             ..., min_length=1, max_length=max_utterances, description="The dialogue, in order."
         )
 
     class SessionUtterancesRequest(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+        model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"utterances": turns[:1]}]})
         utterances: list[UtteranceIn] = Field(
             ...,
             min_length=1,

@@ -9,6 +9,7 @@ main CLI prints as one line with exit code 2.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..extras import require_extra
@@ -64,7 +65,9 @@ def command_plot(args: argparse.Namespace) -> int:
     from .plots import plot
 
     output = Path(args.output) if args.output else None
-    print(plot(Path(args.run_dir), args.kind, args.data, args.split, output))
+    png = plot(Path(args.run_dir), args.kind, args.data, args.split, output, args.style)
+    print(png)  # the SVG and PDF are beside it
+    print(f"(also {png.with_suffix('.svg').name} and {png.with_suffix('.pdf').name})", file=sys.stderr)
     return 0
 
 
@@ -116,12 +119,20 @@ def add_workflow_parsers(commands: argparse._SubParsersAction) -> None:
     report.add_argument("runs_dir")
     report.set_defaults(handler=command_report)
 
-    plot = commands.add_parser("plot", help=f"PNG figures of a run: {', '.join(PLOT_KINDS)}")
+    plot = commands.add_parser("plot", help=f"figures of a run (PNG, SVG, PDF): {', '.join(PLOT_KINDS)}")
     plot.add_argument("run_dir")
     plot.add_argument("kind", nargs="?", default="curves", choices=PLOT_KINDS)
     plot.add_argument("--data", default=None, help="other data for tsne (default: the run's)")
     plot.add_argument(
         "--split", default=None, help="confusion/tsne split (default: test if present, else valid)"
     )
-    plot.add_argument("--output", default=None, help="PNG path (default: RUN_DIR/<kind>[_<split>].png)")
+    plot.add_argument(
+        "--output", default=None, help="PNG path (default: RUN_DIR/<kind>[_<split>].png); SVG and PDF beside"
+    )
+    plot.add_argument(
+        "--style",
+        choices=("screen", "paper"),
+        default="screen",
+        help="paper: a 3.4 in column per panel (7 in at most), 8 pt text, 300 dpi",
+    )
     plot.set_defaults(handler=command_plot)

@@ -17,42 +17,52 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from ..data.types import DataError
 from ..models import InfoFusionModel, get_model_class
 from ..runs import RunDir
 from . import PLOT_KINDS
+from .figure_style import (
+    ESTIMATE_UNITS,
+    ESTIMATOR_NAMES,
+    OKABE_ITO,
+    epoch_axis,
+    figure_style,
+    legend_below,
+    new_figure,
+    pair_words,
+    save_figure,
+    style,
+    term_words,
+)
 
 MAIN_LOSS_TERMS = ("loss", "task")
+METRIC_WORDS = {"weighted_f1": "weighted F1", "macro_f1": "macro F1", "acc": "accuracy", "mae": "MAE"}
+METRIC_WORDS.update({"corr": "correlation", "acc2": "binary accuracy", "acc7": "7-class accuracy"})
 TSNE_MAX_POINTS = 2000  # t-SNE is quadratic; a seeded subsample keeps the figure quick
 
 
-def new_figure(width: float, height: float) -> Figure:
-    figure = Figure(figsize=(width, height), dpi=120)
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def epoch_axis(axis) -> None:
-    axis.set_xlabel("epoch")
-    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-
-
-def save_figure(figure: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png")
-    return path
+MODEL_NAMES = {"mmim": "MMIM", "mmmie": "MMMIE", "mind": "MInD", "late_fusion": "late fusion"}
+MODEL_NAMES.update({"bc_lstm": "bc-LSTM", "tfn": "TFN", "lmf": "LMF", "mult": "MulT", "misa": "MISA"})
 
 
 def run_label(run_dir: Path) -> str:
+    """``MMIM on MOSI`` style: the model and the data set's name, never a file path."""
     run = RunDir(run_dir)
     if not run.is_run():
         return run_dir.name
     config = run.config()
-    return f"{config.get('model_name', '?')} on {config.get('data', {}).get('spec', '?')}"
+    model = str(config.get("model_name", "?"))
+    spec = str(config.get("data", {}).get("spec", "?"))
+    name = (run.run_info().get("data") or {}).get("name") if run.info_path.exists() else None
+    return f"{MODEL_NAMES.get(model, model)} on {name or Path(spec).stem}"
+
+
+def class_names(run_dir: Path, count: int) -> list[str]:
+    """The run's class names (``DataInfo.class_names``, as trained), else numbers."""
+    names = list((RunDir(run_dir).load_best_state("cpu").get("info") or {}).get("class_names") or [])
+    return names if len(names) == count else [str(k) for k in range(count)]
 
 
 def read_history(run_dir: Path) -> list[dict]:
@@ -84,26 +94,30 @@ def curves_figure(run_dir: Path) -> Figure:
     train = series(records, "train")
     main_terms = {name: s for name, s in train.items() if name in MAIN_LOSS_TERMS}
     extra_terms = {name: s for name, s in train.items() if name not in MAIN_LOSS_TERMS}
+    valid_loss = series(records, "valid").get("task_loss")
     metric = next(k for k in records[0]["select"] if k not in ("best", "improved"))
+    metric_words = METRIC_WORDS.get(metric, metric.replace("_", " "))
     panels = 3 if extra_terms else 2
-    figure = new_figure(5.0 * panels, 4.2)
+    figure = new_figure(panels)
     axes = figure.subplots(1, panels)
     loss_axis, metric_axis = axes[0], axes[-1]
     for name, (epochs, values) in main_terms.items():
-        loss_axis.plot(epochs, values, marker="o", label="total loss" if name == "loss" else f"{name} loss")
-    loss_axis.set(title="Training loss", ylabel="mean loss per batch")
-    loss_axis.legend()
+        loss_axis.plot(epochs, values, marker="o", label=f"training {term_words(name)}")
+    if valid_loss:
+        loss_axis.plot(*valid_loss, marker="s", linestyle="--", label="validation task loss")
+    loss_axis.set(title="Loss", ylabel="mean loss per utterance batch")
+    legend_below(loss_axis)
     if extra_terms:
         # Auxiliary terms (MI bounds, stage losses) live on very different scales: symlog keeps all visible.
         terms_axis = axes[1]
         for name, (epochs, values) in extra_terms.items():
-            terms_axis.plot(epochs, values, marker=".", label=name)
+            terms_axis.plot(epochs, values, marker=".", label=term_words(name))
         terms_axis.set_yscale("symlog", linthresh=1e-2)
-        terms_axis.set(title="Auxiliary training terms", ylabel="mean value per batch")
-        terms_axis.legend(fontsize=8)
+        terms_axis.set(title="Auxiliary training terms", ylabel="mean value per batch (symlog)")
+        legend_below(terms_axis)
     epochs = [int(r["epoch"]) + 1 for r in records]
     scores = [float(r["select"][metric]) for r in records]
-    metric_axis.plot(epochs, scores, marker="o", color="tab:green", label=f"validation {metric}")
+    metric_axis.plot(epochs, scores, marker="o", color=OKABE_ITO[2], label=f"validation {metric_words}")
     improved = [
         (e, s) for e, s, r in zip(epochs, scores, records, strict=True) if r["select"].get("improved")
     ]
@@ -114,16 +128,15 @@ def curves_figure(run_dir: Path) -> Figure:
             [best_score],
             s=120,
             marker="*",
-            color="tab:red",
+            color=OKABE_ITO[3],
             zorder=3,
             label=f"best (epoch {best_epoch})",
         )
-    metric_axis.set(title=f"Validation {metric} (model selection)", ylabel=metric)
-    metric_axis.legend()
+    metric_axis.set(title=f"Validation {metric_words}", ylabel=metric_words)
+    legend_below(metric_axis)
     for axis in axes:
         epoch_axis(axis)
     figure.suptitle(f"Training curves: {run_label(run_dir)}")
-    figure.tight_layout()
     return figure
 
 
@@ -138,8 +151,11 @@ def estimator_and_pair(key: str) -> tuple[str, str]:
 
 
 def mi_figure(run_dir: Path) -> Figure:
-    diagnostics = series(read_history(run_dir), "diagnostics")
-    if not diagnostics:
+    records = read_history(run_dir)
+    diagnostics = series(records, "diagnostics")
+    # MInD's Deep InfoMax JSD is a training term (the loss holds minus the estimate): shown as estimated.
+    jsd = series(records, "train").get("info") if run_model_class(run_dir).has_component_codes else None
+    if not diagnostics and not jsd:
         raise DataError(
             f"run {run_dir} has no MI estimates: its history.jsonl diagnostics are empty "
             "(only models with MI terms log them, e.g. mmim, mmmie, mind)",
@@ -148,17 +164,19 @@ def mi_figure(run_dir: Path) -> Figure:
     groups: dict[str, list[tuple[str, tuple[list[int], list[float]]]]] = {}
     for key, values in diagnostics.items():
         estimator, pair = estimator_and_pair(key)
-        groups.setdefault(estimator, []).append((pair, values))
-    figure = new_figure(5.0 * len(groups), 4.2)
+        groups.setdefault(estimator, []).append((pair_words(pair), values))
+    if jsd:
+        groups["jsd"] = [("training batches, all code pairs", (jsd[0], [-v for v in jsd[1]]))]
+    figure = new_figure(len(groups))
     axes = np.atleast_1d(figure.subplots(1, len(groups)))
     for axis, (estimator, curves) in zip(axes, groups.items(), strict=True):
         for pair, (epochs, values) in curves:
             axis.plot(epochs, values, marker="o", label=pair)
-        axis.set(title=f"{estimator.upper()} estimates", ylabel="estimate (nats)")
+        name = ESTIMATOR_NAMES.get(estimator, estimator.upper())
+        axis.set(title=name, ylabel=ESTIMATE_UNITS.get(estimator, "MI estimate (nats)"))
         epoch_axis(axis)
-        axis.legend(title="variables", fontsize=8)
-    figure.suptitle(f"MI estimates on the validation split per epoch: {run_label(run_dir)}")
-    figure.tight_layout()
+        legend_below(axis, title="variables")
+    figure.suptitle(f"Information estimates per epoch: {run_label(run_dir)}")
     return figure
 
 
@@ -185,13 +203,10 @@ def confusion_figure(run_dir: Path, split: str | None = None) -> Figure:
             split=split,
         )
     counts = np.asarray(metrics["confusion_matrix"], dtype=np.int64)
-    names = list(metrics.get("per_class_f1") or {})  # the run's class names, in label order
-    if len(names) != len(counts):
-        names = [str(k) for k in range(len(counts))]
+    names = class_names(run_dir, len(counts))
     totals = counts.sum(axis=1, keepdims=True)
     fractions = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
-    size = max(4.5, 0.9 * len(names) + 2.5)
-    figure = new_figure(size + 1.0, size)
+    figure = new_figure(1, height_scale=max(1.0, 0.25 * len(names)))
     axis = figure.subplots()
     image = axis.imshow(fractions, cmap="Blues", vmin=0.0, vmax=1.0)
     for row in range(len(names)):
@@ -210,16 +225,16 @@ def confusion_figure(run_dir: Path, split: str | None = None) -> Figure:
     axis.set(
         xlabel="predicted class",
         ylabel="true class",
-        title=f"Confusion matrix, {split} split (row-normalised; counts)",
+        title=f"Confusion matrix, {split} split\n(row-normalised; counts)",
     )
     figure.colorbar(image, ax=axis, label="fraction of the true class")
     figure.suptitle(run_label(run_dir))
-    figure.tight_layout()
     return figure
 
 
 # -- t-SNE ----------------------------------------------------------------------------------------------
-COMPONENT_COLOURMAPS = {"S": "Blues", "P": "Reds", "N": "Greens"}  # MInD's paper colours
+# Blue, orange, purple families: told apart under the common colour-vision deficiencies (red/green is not).
+COMPONENT_COLOURMAPS = {"S": "Blues", "P": "Oranges", "N": "Purples"}
 COMPONENT_NAMES = {"S": "shared", "P": "private", "N": "noise"}
 MARKERS = ("o", "^", "s", "D", "v", "P")
 
@@ -275,7 +290,7 @@ def tsne_figure(run_dir: Path, data: str | None, split: str) -> Figure:
             f"t-SNE needs at least 3 utterances, the {split} split has {len(points)}", split=split
         )
     embedded = tsne_embedding(points)
-    figure = new_figure(7.0, 6.0)
+    figure = new_figure(1, height_scale=1.2)
     axis = figure.subplots()
     info = trainer.info
     if info.task == "classification":
@@ -287,22 +302,25 @@ def tsne_figure(run_dir: Path, data: str | None, split: str) -> Figure:
                 axis.scatter(
                     embedded[chosen, 0],
                     embedded[chosen, 1],
-                    s=10,
+                    s=style().marker_size,
                     alpha=0.75,
-                    color=f"C{index % 10}",
+                    color=OKABE_ITO[index % len(OKABE_ITO)],
+                    marker=MARKERS[index % len(MARKERS)],  # shape too, for print in grey
+                    linewidths=0,
                     label=name,
                 )
-        axis.legend(title="true class", fontsize=8, markerscale=1.5)
+        legend_below(axis, title="true class")
     else:
-        scatter = axis.scatter(embedded[:, 0], embedded[:, 1], c=labels, cmap="coolwarm", s=10, alpha=0.8)
+        scatter = axis.scatter(
+            embedded[:, 0], embedded[:, 1], c=labels, cmap="cividis", s=style().marker_size, alpha=0.8
+        )
         figure.colorbar(scatter, ax=axis, label="true label")
     axis.set(
         xlabel="t-SNE 1",
         ylabel="t-SNE 2",
-        title=f"t-SNE of the fused representation, {split} split ({len(points)} utterances)",
+        title=f"t-SNE of the fused representation\n{split} split, {len(points)} utterances",
     )
     figure.suptitle(run_label(run_dir))
-    figure.tight_layout()
     return figure
 
 
@@ -324,6 +342,7 @@ def codes_figure(
     labels: np.ndarray | None,
     seed: int = 0,
     title: str = "MInD codes (t-SNE)",
+    names_of_classes: list[str] | None = None,
 ) -> Figure:
     """One t-SNE of every ``"<component>/<modality>"`` code array: colour family by component (S blue,
     P red, N green), shade by modality, marker by class when the labels are a few classes."""
@@ -348,7 +367,7 @@ def codes_figure(
     tiled_labels = np.tile(label_values, len(names)) if classes else None
 
     modalities = sorted({n.split("/", 1)[1] for n in names})
-    figure = new_figure(8.0, 6.5)
+    figure = new_figure(2, height_scale=1.3)
     axis = figure.subplots()
     for index, name in enumerate(names):
         component, modality = name.split("/", 1)
@@ -360,25 +379,32 @@ def codes_figure(
             axis.scatter(
                 embedded[mask, 0],
                 embedded[mask, 1],
-                s=7,
+                s=style().marker_size,
                 color=colour,
                 marker=MARKERS[class_index],
                 alpha=0.7,
                 linewidths=0,
                 label=f"{component} ({COMPONENT_NAMES[component]}) {modality}" if class_index == 0 else None,
             )
-    legend = axis.legend(loc="best", fontsize=7, markerscale=2, title="component / modality")
+    # Both legends outside the points (constrained layout makes room for "outside" figure legends).
+    figure.legend(loc="outside right upper", title="code (component, modality)")
     if classes:
-        axis.add_artist(legend)
+        words = names_of_classes or []
         handles = [
-            axis.scatter([], [], marker=MARKERS[i], color="grey", s=20, label=f"class {value:g}")
+            axis.scatter(
+                [],
+                [],
+                marker=MARKERS[i],
+                color="grey",
+                s=style().marker_size * 2,
+                label=words[int(value)] if 0 <= int(value) < len(words) else f"class {value:g}",
+            )
             for i, value in enumerate(classes)
         ]
-        axis.legend(handles=handles, loc="lower right", fontsize=7, title="label")
+        figure.legend(handles=handles, loc="outside right lower", title="true class")
     axis.set_title(title)
     axis.set_xticks([])
     axis.set_yticks([])
-    figure.tight_layout()
     return figure
 
 
@@ -395,7 +421,12 @@ def plot_codes(run_dir: Path, data: str | None, split: str, output: Path) -> Pat
 
     trainer = Trainer.from_run(Path(run_dir), data)
     representations, labels = collect_component_codes(trainer, trainer.loader(split))
-    figure = codes_figure(representations, labels, title=f"MInD S/P/N codes, {split} split (t-SNE)")
+    figure = codes_figure(
+        representations,
+        labels,
+        title=f"t-SNE of the shared, private and noise codes, {split} split: {run_label(run_dir)}",
+        names_of_classes=trainer.info.class_names,
+    )
     return save_figure(figure, output)
 
 
@@ -411,17 +442,38 @@ def default_split(run_dir: Path) -> str:
     return "test" if "test" in metrics else "valid"
 
 
-def plot(run_dir: Path, kind: str, data: str | None, split: str | None, output: Path | None) -> Path:
+def plot(
+    run_dir: Path,
+    kind: str,
+    data: str | None,
+    split: str | None,
+    output: Path | None,
+    style_name: str = "screen",
+) -> Path:
+    """One figure of a run as PNG, with SVG and PDF beside it; returns the PNG's path."""
     if not RunDir(run_dir).is_run():
         raise DataError(f"{run_dir} is not a run folder (no config.yaml)", file=str(run_dir))
-    if kind == "curves":
-        return save_figure(curves_figure(run_dir), output or run_dir / "curves.png")
-    if kind == "mi":
-        return save_figure(mi_figure(run_dir), output or run_dir / "mi.png")
-    if kind == "confusion":
-        split = split or default_split(run_dir)
-        return save_figure(confusion_figure(run_dir, split), output or run_dir / f"confusion_{split}.png")
-    if kind == "tsne":
-        split = split or default_split(run_dir)
-        return plot_tsne(run_dir, data, split, output or run_dir / f"tsne_{split}.png")
+    with figure_style(style_name):
+        if kind == "curves":
+            return save_figure(curves_figure(run_dir), output or run_dir / "curves.png")
+        if kind == "mi":
+            return save_figure(mi_figure(run_dir), output or run_dir / "mi.png")
+        if kind == "confusion":
+            split = split or default_split(run_dir)
+            return save_figure(confusion_figure(run_dir, split), output or run_dir / f"confusion_{split}.png")
+        if kind == "tsne":
+            split = split or default_split(run_dir)
+            return plot_tsne(run_dir, data, split, output or run_dir / f"tsne_{split}.png")
     raise DataError(f"unknown plot kind {kind!r} (use {', '.join(PLOT_KINDS)})")
+
+
+def write_run_figures(run_dir: Path, style_name: str = "screen") -> list[Path]:
+    """Every figure that applies to a finished run (MI only with estimates, confusion only for classes)."""
+    metrics = RunDir(run_dir).metrics() or {}
+    kinds = ["curves"]
+    if series(read_history(run_dir), "diagnostics") or run_model_class(run_dir).has_component_codes:
+        kinds.append("mi")
+    if "confusion_matrix" in metrics.get(default_split(run_dir), {}):
+        kinds.append("confusion")
+    kinds.append("tsne")
+    return [plot(run_dir, kind, None, None, None, style_name) for kind in kinds]
