@@ -23,6 +23,8 @@ from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 import yaml
 
+from .bounded_yaml import MAX_CONFIG_BYTES, bounded_yaml
+
 # Field metadata of a setting absent from a resolved config unless given (it has no default to show).
 OPTIONAL = {"optional": True}
 
@@ -285,35 +287,6 @@ def packaged_config(name: str) -> dict:
     if not resource.is_file():
         return {}
     return yaml.safe_load(resource.read_text(encoding="utf-8")) or {}
-
-
-# A config is a few kilobytes of plain settings: anything far beyond is an accident or an attack.
-MAX_CONFIG_BYTES = 1024 * 1024
-MAX_CONFIG_DEPTH = 32
-
-
-class BoundedLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` without aliases (``*name``: a few of them expand into billions of nodes) and
-    with a nesting limit (deep nesting exhausts the stack)."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark
-            raise yaml.YAMLError(f"aliases (*name) are not allowed in configs{mark}")
-        self._depth = getattr(self, "_depth", 0) + 1
-        try:
-            if self._depth > MAX_CONFIG_DEPTH:
-                raise yaml.YAMLError(
-                    f"nested deeper than {MAX_CONFIG_DEPTH} levels{self.peek_event().start_mark}"
-                )
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-
-def bounded_yaml(text: str) -> Any:
-    """``yaml.safe_load`` with :class:`BoundedLoader`'s limits (a ``yaml.YAMLError`` past them)."""
-    return yaml.load(text, Loader=BoundedLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def load_yaml(path: str | Path) -> dict:
