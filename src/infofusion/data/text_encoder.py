@@ -22,10 +22,10 @@ import re
 import tempfile
 import unicodedata
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -39,6 +39,9 @@ NO_ENCODER = "none"
 _HASHING_DEFAULT_DIM = 256
 # Bump when the cached features would change for the same file and encoder (e.g. new text clean-up).
 _CACHE_VERSION = 1
+
+
+T = TypeVar("T")
 
 
 class TextEncoderError(DataError):
@@ -312,19 +315,28 @@ def get_text_encoder(
     return TextEncoder(name, device=device, batch_size=batch_size)
 
 
+def load_from_model_directory(name: str, load: Callable[[str], T], what: str, field: str = "encoder") -> T:
+    """``load(directory)`` for the model ``name`` names (:func:`model_directory`), kept off the network;
+    a failure is one :class:`TextEncoderError` naming ``what`` could not be loaded."""
+    directory = model_directory(name)
+    try:
+        with hub_offline():
+            return load(directory)
+    except Exception as error:
+        raise TextEncoderError(
+            f"cannot load {what} of '{name}' from {directory}: {error}", field=field
+        ) from error
+
+
 @functools.lru_cache(maxsize=4)
 def load_tokenizer(name: str) -> object:
     from transformers import AutoTokenizer
 
-    directory = model_directory(name)
-    try:
-        with hub_offline():
-            return AutoTokenizer.from_pretrained(directory, local_files_only=True)
-    except Exception as error:
-        raise TextEncoderError(
-            f"cannot load the tokenizer of '{name}' (not on disk and not downloadable?): {error}",
-            field="encoder",
-        ) from error
+    return load_from_model_directory(
+        name,
+        lambda directory: AutoTokenizer.from_pretrained(directory, local_files_only=True),
+        "the tokenizer",
+    )
 
 
 def tokenize(

@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ..data.text_encoder import DEFAULT_ENCODER, TextEncoderError, hub_offline, model_directory
+from ..data.text_encoder import DEFAULT_ENCODER, TextEncoderError, load_from_model_directory
 from .windows import IDS, SEGMENT, TARGET, SpecialTokens
 
 Mode = Literal["sentence", "frozen", "finetune"]
@@ -64,15 +64,12 @@ def load_transformer(encoder: str) -> nn.Module:
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # its "Loading weights" bar on every command says nothing
-    directory = model_directory(encoder)
-    try:
-        with hub_offline():
-            return AutoModel.from_pretrained(directory, local_files_only=True)
-    except Exception as error:
-        raise TextEncoderError(
-            f"cannot load text encoder '{encoder}' from {directory} as a Hugging Face transformer: {error}",
-            field="text.encoder",
-        ) from error
+    return load_from_model_directory(
+        encoder,
+        lambda directory: AutoModel.from_pretrained(directory, local_files_only=True),
+        "the Hugging Face transformer",
+        field="text.encoder",
+    )
 
 
 def special_tokens(tokenizer: object) -> SpecialTokens:
