@@ -44,6 +44,7 @@ def test_train_evaluate_predict(tmp_path, capsys):
         str(run),
         "--epochs",
         "2",
+        "--json",
         *SMALL,
     )
     assert code == 0
@@ -79,6 +80,23 @@ def test_seeds_write_summary(tmp_path, capsys):
     assert acc["mean"] == pytest.approx(sum(runs) / 2)
     assert acc["std"] == pytest.approx(abs(runs[0] - runs[1]) / 2)
     assert "± " in (tmp_path / "summary.md").read_text()
+    assert "== seed 1 (1 of 2): training in" in out and "== seed 2 (2 of 2): training in" in out
+    assert out.index("== seed 2") > out.index("epoch 1/1")  # each seed's epoch lines under its header
+
+
+def test_train_prints_a_small_metrics_table_and_one_seed_has_no_spread(tmp_path, capsys):
+    code, out, _ = train_small(capsys, tmp_path / "one")
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert lines[-6].startswith("| split | acc | weighted_f1 | macro_f1") and lines[-4].startswith(
+        "| valid | "
+    )
+    assert (
+        lines[-2].startswith("best epoch 1 (counted from 1), ")
+        and lines[-1] == f"run folder: {tmp_path / 'one'}"
+    )
+    code, out, _ = train_small(capsys, tmp_path / "seeded", "--seeds", "3")
+    assert code == 0 and "±" not in out and "| split | metric | value |" in out
 
 
 def test_data_inspect(capsys):

@@ -6,7 +6,7 @@ from infofusion.cli import main
 def test_demo_prints_one_table_with_the_true_mi_and_says_where_it_wrote(tmp_path, capsys):
     assert main(["demo", "--epochs", "1", "--output", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    table = [line for line in out.splitlines() if line.startswith("| ")]
+    table = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
     assert table[0] == (
         "| model | valid acc | valid weighted F1 | test acc | test weighted F1 | best epoch | seconds |"
     )

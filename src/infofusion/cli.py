@@ -46,7 +46,7 @@ def command_train(args: argparse.Namespace) -> int:
     from .distributed import DistributedContext
     from .runs import RunDir
     from .trainer import train
-    from .workflow.report import summarise_seeds, summary_markdown
+    from .workflow.report import metrics_table, summarise_seeds, summary_markdown
 
     output = Path(args.output)
     # Under torchrun every process trains; rank 0 alone prints and writes the summaries.
@@ -54,12 +54,16 @@ def command_train(args: argparse.Namespace) -> int:
     if not args.seeds:
         config = config_from_options(args)
         metrics = train(config, output, args.resume, _loggers(args.logger, output, config), args.overwrite)
-        if is_main:
+        if is_main and args.json:
             print(json.dumps({k: scalar_metrics(v) for k, v in metrics.items() if isinstance(v, dict)}))
+        elif is_main:
+            print(f"\n{metrics_table(metrics)}run folder: {output}")
         return 0
     per_seed = {}
-    for seed in args.seeds:
+    for number, seed in enumerate(args.seeds, start=1):
         config, run_dir = config_from_options(args, seed), output / f"seed_{seed}"
+        if is_main:
+            print(f"== seed {seed} ({number} of {len(args.seeds)}): training in {run_dir} ==", flush=True)
         loggers = _loggers(args.logger, run_dir, config)
         per_seed[seed] = train(config, run_dir, args.resume, loggers, args.overwrite)
     if not is_main:
@@ -218,6 +222,9 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace the run in --output, deleting its files first"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the final metrics as one JSON line instead of a table"
     )
     parser.add_argument(
         "--logger",

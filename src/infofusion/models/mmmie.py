@@ -19,6 +19,7 @@ split go to ``history.jsonl`` (the curves of the paper's Fig. 2 and 3). See docs
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Annotated, Literal, get_args
@@ -164,6 +165,13 @@ class MMMIE(InfoFusionModel):
         hidden, dropout = params.hidden, params.dropout
         self.alpha, self.beta = params.alpha, params.beta
         self.use_mine = params.mine and len(info.modalities) >= 2  # no pair, no L_MI
+        if params.mine and not self.use_mine:
+            warnings.warn(
+                f"MMMIE: the data has one modality ({', '.join(info.modalities)}), so there is no pair "
+                "for MINE: the shared-information term L_MI is left out and only the task loss and CLUB "
+                "train",
+                stacklevel=2,
+            )
         self.use_club = params.club
         # monitor: keep training an estimator whose term is switched off, so its curve is still logged
         # (the "not optimised" curves of Fig. 2 and 3); off means not built at all.

@@ -24,7 +24,7 @@ from ..progress import StepProgress
 from ..runs import RunDir
 from ..trainer import train
 from . import comparable_hash, load_named_yaml, parse_seeds, safe_folder_name, setting_kind
-from .report import markdown_table, metric_columns, summarise_seeds, write_csv
+from .report import markdown_table, mean_and_spread, metric_columns, summarise_seeds, write_csv
 
 
 @dataclass
@@ -133,7 +133,7 @@ def ablation_table(settings: list[Setting], summaries: list[dict], per_seed_runs
         stats = [summary["splits"].get(split, {}).get(name) for split, name in columns]
         rows.append(
             [setting.name, str(len(summary["seeds"]))]
-            + [f"{s['mean']:.4f} ± {s['std']:.4f}" if s else "" for s in stats]
+            + [mean_and_spread(s, len(summary["seeds"])) if s else "" for s in stats]
         )
         csv_rows.append(
             [setting.name, " ".join(setting.overrides), ";".join(map(str, summary["seeds"]))]

@@ -44,18 +44,37 @@ def summarise_seeds(per_seed: dict[int, dict]) -> dict:
     return summary
 
 
+def mean_and_spread(stats: dict, seeds: int) -> str:
+    """``0.8123 ± 0.0100`` over several seeds; one seed has no spread to show, so just ``0.8123``."""
+    return f"{stats['mean']:.4f} ± {stats['std']:.4f}" if seeds > 1 else f"{stats['mean']:.4f}"
+
+
+def metrics_table(metrics: dict) -> str:
+    """A finished run's numbers (``valid`` and ``test`` rows, one column per scalar metric), markdown."""
+    splits = [split for split in ("valid", "test") if isinstance(metrics.get(split), dict)]
+    columns = [name for name in scalar_metrics(metrics[splits[0]])] if splits else []
+    rows = [
+        [split, *(f"{scalar_metrics(metrics[split]).get(c, float('nan')):.4f}" for c in columns)]
+        for split in splits
+    ]
+    table = markdown_table(["split", *columns], rows)
+    return (
+        f"{table}best epoch {metrics.get('best_epoch')} (counted from 1), {metrics.get('seconds', 0):.1f} s\n"
+    )
+
+
 def summary_markdown(summary: dict, title: str) -> str:
     lines = [
         f"# {title}",
         "",
         f"seeds: {summary['seeds']}",
         "",
-        "| split | metric | mean ± std |",
+        "| split | metric | mean ± std |" if len(summary["seeds"]) > 1 else "| split | metric | value |",
         "| --- | --- | --- |",
     ]
     for split, metrics in summary["splits"].items():
         for name, stats in metrics.items():
-            lines.append(f"| {split} | {name} | {stats['mean']:.4f} ± {stats['std']:.4f} |")
+            lines.append(f"| {split} | {name} | {mean_and_spread(stats, len(summary['seeds']))} |")
     return "\n".join(lines) + "\n"
 
 
@@ -166,7 +185,7 @@ def build_summary(records: list[RunRecord]) -> tuple[list[str], list[list[str]]]
         cells = []
         for split, name in columns:
             stats = summary["splits"].get(split, {}).get(name)
-            cells.append("" if stats is None else f"{stats['mean']:.4f} ± {stats['std']:.4f}")
+            cells.append("" if stats is None else mean_and_spread(stats, len(members)))
         seconds = [r.train_seconds for r in members if r.train_seconds is not None]
         seeds = ",".join(sorted(("?" if r.seed is None else str(r.seed)) for r in members))
         mean_seconds = f"{sum(seconds) / len(seconds):.0f}" if seconds else ""
