@@ -109,7 +109,8 @@ def test_pooling_target_cls_and_window_differ(batch):
     assert not torch.allclose(pooled["target"], pooled["cls"])
     # target pooling is the mean of the last hidden states over the target's own tokens
     hidden = model(
-        input_ids=windows[:, 0], attention_mask=(torch.arange(windows.shape[-1]) < lengths[:, None]).long(),
+        input_ids=windows[:, 0],
+        attention_mask=(torch.arange(windows.shape[-1]) < lengths[:, None]).long(),
         token_type_ids=windows[:, 1],
     ).last_hidden_state
     row = 3
