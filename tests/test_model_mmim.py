@@ -9,7 +9,7 @@ import torch
 from data_factories import write_mmsa_pickle
 from infofusion import mi
 from infofusion.config import resolve_config
-from infofusion.data import DataError, load_dataset
+from infofusion.data import load_dataset
 from infofusion.data.batching import DialogueLoader, as_utterance_dialogues
 from infofusion.data.synthetic import make_synthetic
 from infofusion.models import DataInfo, build_model
@@ -153,9 +153,20 @@ def test_transcripts_are_read_by_the_front_end(tiny_encoder):
     assert not torch.allclose(text[0], text[1])
 
 
-def test_the_front_end_without_tokens_or_transcripts_is_a_data_error(tiny_encoder):
-    with pytest.raises(DataError, match="transcript"):
-        front_end_model_and_batch(make_synthetic({**SMALL, "task": "regression"}), tiny_encoder)
+def test_without_tokens_or_transcripts_the_text_features_are_projected(tiny_encoder, tmp_path):
+    """Feature-only data keeps its text features under text.mode=frozen (prepare_text): MMIM projects
+    them as in sentence mode, frames included, and reads a frozen front end's vectors as they are."""
+    data = make_synthetic({**SMALL, "task": "regression", "frames": 5, "text_frames": 6})
+    settings = config("text.mode=frozen", f"text.encoder={tiny_encoder}")
+    assert not prepare_text(data, text_settings(settings))
+    model = build_model("mmim", DataInfo.from_dataset(data), settings)
+    assert not model.text_from_front_end and "text" in model.anchor_encoder
+    assert torch.isfinite(take_main_step(model, first_batch(data))[0])
+    frozen = with_texts(make_synthetic({**SMALL, "task": "regression"}))
+    assert not prepare_text(frozen, text_settings(settings), cache_dir=tmp_path)  # vectors computed once
+    model = build_model("mmim", DataInfo.from_dataset(frozen), settings)
+    assert model.text_front_end is None and model.text_from_front_end
+    assert model.dims["text"] == TINY_HIDDEN
 
 
 def test_the_per_epoch_diagnostics_read_the_front_ends_text(tiny_encoder, monkeypatch):

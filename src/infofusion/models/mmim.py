@@ -74,7 +74,7 @@ class MMIM(InfoFusionModel):
         # itself, as the authors use BERT's; otherwise the anchor (a sentence vector or a sequence) is
         # projected to `hidden`. The other modalities go to the small `modality_dim` of the authors'
         # audio/visual encoders.
-        self.text_from_front_end = self.anchor == "text" and self.text_settings.mode != "sentence"
+        self.text_from_front_end = self.anchor == "text" and self.reads_front_end_vectors(info)
         projected = {} if self.text_from_front_end else {self.anchor: info.dims[self.anchor]}
         self.anchor_encoder = ModalityEncoders(projected, info.sequence, hidden, dropout)
         # The authors' RNNEncoder: an LSTM, dropout (0 with their one layer: dropout_a/v only act between
@@ -142,6 +142,19 @@ class MMIM(InfoFusionModel):
         # Training batches pushed into the entropy memory since it was last emptied (see mmilb_terms).
         self.remembered_batches = 0
         self._init_weights()
+
+    def reads_front_end_vectors(self, info: DataInfo) -> bool:
+        """Whether the text features are the front end's pooled vectors: computed per batch by the
+        model's own front end, or once (frozen) by the trainer — then they are vectors of the encoder's
+        width. Data without transcripts keeps its own text features under text.mode frozen (prepare_text):
+        those (frames, or vectors of another width) are projected as in sentence mode."""
+        if self.text_front_end is not None:
+            return True
+        if self.text_settings.mode == "sentence" or info.sequence.get("text", False):
+            return False
+        from ..text.settings import load_transformer_config
+
+        return info.dims.get("text") == int(load_transformer_config(self.text_settings.encoder).hidden_size)
 
     def _init_weights(self) -> None:
         """Xavier-normal for every matrix outside the pretrained text model, as the authors initialise."""
