@@ -79,7 +79,9 @@ def test_segment_identity_needs_the_front_end(tmp_path):
     data = tmp_path / "csv"
     write_dialogue_csvs(data, "plain", dialogues={"train": 2, "valid": 1, "test": 1}, utterances=3)
     config = resolve_config(
-        "mmmie", None, [f"data.spec={data}", "data.encoder=hashing-8", "mmmie.identity=segment"]
+        "mmmie",
+        None,
+        [f"data.spec={data}", "data.encoder=hashing-8", "text.mode=sentence", "mmmie.identity=segment"],
     )
     dataset = load_data_for_config(config)
     with pytest.raises(ConfigError, match="text.mode"):

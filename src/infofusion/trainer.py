@@ -133,6 +133,9 @@ class Trainer:
         if info is None:
             # Decided now, while the data's files are where the config says (data/provenance.py).
             self.info.provenance = data_provenance(config["data"], self.info.modalities)
+            front_end = self.dataset.meta.get("text_front_end")
+            if front_end:  # the text front end read the transcripts (infofusion.text.prepare_text)
+                self.info.provenance["text"] = {"kind": "front_end", "encoder": front_end["encoder"]}
         if info is None and config["data"].get("standardize"):
             self.info.feature_scaling = training_statistics(self.dataset)
         if self.info.feature_scaling:

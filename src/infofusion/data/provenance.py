@@ -7,7 +7,7 @@ config says) and saved with the model (``DataInfo.provenance``); inference never
 
 A provenance is a plain dict (it travels in a ``weights_only`` checkpoint)::
 
-    {"text": {"kind": "encoder" | "features" | "none", "encoder": NAME | None},
+    {"text": {"kind": "encoder" | "front_end" | "features" | "none", "encoder": NAME | None},
      "placeholders": [modality, ...],      # constant zero columns written by ``infofusion extract``
      "extraction": {modality: {...}}}      # the extract sidecar's description (audio parts, frames...)
 """

@@ -83,9 +83,8 @@ class TextOrigin:
     @classmethod
     def of(cls, model: InfoFusionModel, provenance: dict) -> TextOrigin:
         """The model's own reading of transcripts, or how the training data's text was made."""
-        text = text_settings(model.config)
-        if text.mode != "sentence" and "text" in model.info.modalities:
-            return cls("windows", text.encoder)
+        if model.text_front_end is not None or provenance["text"]["kind"] == "front_end":
+            return cls("windows", text_settings(model.config).encoder)
         if model.reads_transcripts:
             return cls("transformer")
         text = provenance["text"]

@@ -76,6 +76,8 @@ def prepare_text(
     tokenizer = load_tokenizer(text.encoder)
     special = special_tokens(tokenizer)
     attach_windows(dataset, tokenizer, special, window_spec(text))
+    # Recorded with the model (DataInfo.provenance): inference must read new transcripts the same way.
+    dataset.meta["text_front_end"] = {"mode": text.mode, "encoder": text.encoder}
     if text.mode == "frozen" and not model_needs_windows:
         front_end = TextFrontEnd(front_end_spec(text), load_transformer(text.encoder))
         encode_frozen(dataset, front_end, special.pad, window_spec(text).key(), cache_dir)
