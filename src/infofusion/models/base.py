@@ -48,6 +48,9 @@ class DataInfo:
     feature_scaling: dict[str, dict[str, list[float]]] | None = None
     # The utterances carry context windows: the model reads text through its own text front end.
     text_windows: bool = False
+    # The text features are the text front end's pooled vectors (computed once by a frozen front end,
+    # or per batch by the model's own): infofusion.text.prepare_text applied text.mode.
+    text_front_end: bool = False
     # How the features were made (data.provenance), recorded at training time for inference.
     provenance: dict | None = None
 
@@ -63,6 +66,7 @@ class DataInfo:
             has_tokens=dataset.has_tokens,
             class_names=dataset.classes,
             text_windows=dataset.has_windows,
+            text_front_end=bool(dataset.meta.get("text_front_end")),
         )
 
     @property
@@ -106,7 +110,6 @@ class InfoFusionModel(nn.Module):
     has_component_codes: ClassVar[bool] = False  # collect_codes(loader): shared/private/noise codes
     has_fusion_representation: ClassVar[bool] = True  # forward's representations hold "fusion"
     can_read_transcripts: ClassVar[bool] = False  # may encode transcripts itself (see reads_transcripts)
-    exportable: ClassVar[bool] = True  # an ONNX graph of feature tensors can represent it (inference.onnx)
     exportable: ClassVar[bool] = True  # an ONNX graph of feature tensors can represent it (inference.onnx)
 
     def __init__(self, info: DataInfo, config: dict) -> None:

@@ -144,17 +144,10 @@ class MMIM(InfoFusionModel):
         self._init_weights()
 
     def reads_front_end_vectors(self, info: DataInfo) -> bool:
-        """Whether the text features are the front end's pooled vectors: computed per batch by the
-        model's own front end, or once (frozen) by the trainer — then they are vectors of the encoder's
-        width. Data without transcripts keeps its own text features under text.mode frozen (prepare_text):
-        those (frames, or vectors of another width) are projected as in sentence mode."""
-        if self.text_front_end is not None:
-            return True
-        if self.text_settings.mode == "sentence" or info.sequence.get("text", False):
-            return False
-        from ..text.settings import load_transformer_config
-
-        return info.dims.get("text") == int(load_transformer_config(self.text_settings.encoder).hidden_size)
+        """Whether the text features are the front end's pooled vectors (computed per batch by the
+        model's own front end, or once by a frozen one). Data without transcripts keeps its own text
+        features under text.mode frozen (prepare_text): those are projected as in sentence mode."""
+        return self.text_front_end is not None or info.text_front_end
 
     def _init_weights(self) -> None:
         """Xavier-normal for every matrix outside the pretrained text model, as the authors initialise."""
