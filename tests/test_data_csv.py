@@ -134,7 +134,10 @@ def test_features_are_cached_by_file_content_and_encoder_name(tmp_path):
     encoded_once = encoder.encoded
     assert 0 < encoded_once <= 4 * 4 + 2 * 4 + 2 * 4  # distinct sentences only
     cached_files = sorted(p.name for p in (cache / "text-features").iterdir())
-    assert len(cached_files) == 3 and not [name for name in cached_files if name.endswith(".tmp")]
+    assert not [name for name in cached_files if name.endswith(".tmp")]
+    # One array per split, each with the digest of its content beside it.
+    assert len([name for name in cached_files if name.endswith(".npy")]) == 3
+    assert {name + ".sha256" for name in cached_files if name.endswith(".npy")} <= set(cached_files)
 
     second = load_dialogue_csvs(tmp_path / "d", encoder=encoder, cache_dir=cache)
     assert encoder.encoded == encoded_once  # every split came from the cache
@@ -152,7 +155,7 @@ def test_features_are_cached_by_file_content_and_encoder_name(tmp_path):
     )
     load_dialogue_csvs(tmp_path / "d", encoder=encoder, cache_dir=cache)
     assert 0 < encoder.encoded - encoded_once <= 2 * 4  # only the changed file is encoded again
-    assert len(list((cache / "text-features").iterdir())) == 3 + 3 + 1
+    assert len(list((cache / "text-features").glob("*.npy"))) == 3 + 3 + 1
 
 
 def test_default_cache_dir_comes_from_the_environment(tmp_path, monkeypatch):
