@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -146,3 +147,15 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path):
     got = json.loads((tmp_path / "killed" / "metrics.json").read_text())
     assert got == expected
     assert len((tmp_path / "killed" / "history.jsonl").read_text().splitlines()) == 5
+
+
+def test_huge_features_end_training_with_one_clear_data_error(tmp_path):
+    from infofusion.data.types import DataError
+
+    data = make_synthetic(SMALL)
+    for dialogue in data.splits["train"]:
+        for utterance in dialogue.utterances:
+            utterance.features["audio"] = np.full_like(utterance.features["audio"], 3e38)  # finite float32
+    with pytest.raises(DataError, match=r"audio features reach 3e\+38.*data.standardize") as caught:
+        Trainer(small_config(), tmp_path, dataset=data).fit()
+    assert caught.value.field == "audio"

@@ -25,7 +25,7 @@ from .data import load_dataset
 from .data.batching import Batch, DialogueLoader, as_utterance_dialogues
 from .data.provenance import data_provenance
 from .data.standardize import check_statistics, training_statistics
-from .data.types import Dataset
+from .data.types import DataError, Dataset
 from .distributed import DistributedContext, wrap_for_training
 from .metrics import classification_metrics, default_selection_metric, is_improvement, regression_metrics
 from .models import DataInfo, InfoFusionModel, build_model, get_model_class, model_params
@@ -38,6 +38,9 @@ from .text import prepare_text, text_settings
 # Environment hook for tests: hard-exit (as a kill would) right after the checkpoint of this epoch.
 KILL_AFTER_EPOCH_ENV = "INFOFUSION_KILL_AFTER_EPOCH"
 EpochCallback = Callable[[dict], None]
+
+
+HUGE_FEATURE = 1e15  # a feature this large overflows float32 products and squares
 
 
 def seed_everything(seed: int) -> None:
@@ -235,6 +238,21 @@ class Trainer:
             batch.features[modality] = batch.features[modality] * present.reshape(shape)
         return batch
 
+    def _non_finite_loss(self, batch: Batch, epoch: int, terms: dict[str, float]) -> Exception:
+        """One clear error for a loss that left the finite numbers: the data's fault when its features
+        are huge (float32 overflows long before 3e38 reaches a loss), else the settings'."""
+        where = f"non-finite training loss at epoch {epoch + 1}"
+        for modality, values in batch.features.items():
+            largest = float(values.detach().abs().max()) if values.numel() else 0.0
+            if largest > HUGE_FEATURE:
+                return DataError(
+                    f"{where}: {modality} features reach {largest:.3g}; scale them (data.standardize=true) "
+                    "or check the file",
+                    file=str(self.config["data"].get("spec")),
+                    field=modality,
+                )
+        return ConfigError(f"{where} ({terms}): training diverged; try a smaller train.lr")
+
     # -- one epoch ------------------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
@@ -263,7 +281,7 @@ class Trainer:
             self.model.zero_grad(set_to_none=True)
             loss, terms = self.loss_module(batch)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite training loss at epoch {epoch}: {terms}")
+                raise self._non_finite_loss(batch, epoch, terms)
             loss.backward()
             if clip > 0:
                 parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
