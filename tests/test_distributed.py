@@ -98,6 +98,7 @@ def test_cli_train_under_torchrun(tmp_path):
         "train.threads=1",
         "--output",
         str(output),
+        "--json",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count('"valid"') == 1  # the metrics line is printed once, by rank 0

@@ -90,7 +90,7 @@ ESTIMATOR_NAMES = {
     "club": "CLUB",
     "cpc": "CPC",
     "hsic": "HSIC",
-    "likelihood": "MMILB likelihood term",
+    "likelihood": "MMILB log-likelihood",
     "jsd": "Deep InfoMax JSD",
 }
 MODALITY_WORDS = {"t": "text", "a": "audio", "v": "visual"}  # short names; full names stay
