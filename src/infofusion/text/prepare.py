@@ -19,6 +19,7 @@ import torch
 
 from ..data.text_encoder import default_cache_dir, read_cached_array, write_array_atomically
 from ..data.types import DataError, Dataset, Dialogue
+from ..progress import StepProgress
 from .frontend import TextFrontEnd
 from .windows import (
     IDS,
@@ -142,12 +143,14 @@ def encode_windows(
     device = next(front_end.parameters()).device
     was_training = front_end.training
     front_end.eval()
-    with torch.inference_mode():
+    label = f"encoding transcripts with context ({front_end.spec.encoder})"
+    with torch.inference_mode(), StepProgress(len(windows), label, "utterances") as progress:
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             padded, lengths = pad_windows([windows[r] for r in rows], pad_id)
             vectors = front_end(torch.from_numpy(padded).to(device), torch.from_numpy(lengths).to(device))
             out[rows] = vectors.float().cpu().numpy()
+            progress.advance(len(rows))
     front_end.train(was_training)
     return out
 
