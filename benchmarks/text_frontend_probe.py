@@ -55,7 +55,8 @@ def probe(data: str, setting: str, transformer: torch.nn.Module, tokenizer: obje
     special = special_tokens(tokenizer)
     started = time.perf_counter()
     attach_windows(dataset, tokenizer, special, window)
-    encode_frozen(dataset, TextFrontEnd(spec, transformer), special.pad, window.key())
+    hidden = int(transformer.config.hidden_size)
+    encode_frozen(dataset, spec, hidden, lambda: TextFrontEnd(spec, transformer), special.pad, window.key())
     seconds = time.perf_counter() - started
 
     def split(name: str) -> tuple[np.ndarray, np.ndarray]:

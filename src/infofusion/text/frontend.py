@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -68,6 +68,18 @@ def load_transformer(encoder: str) -> nn.Module:
         encoder,
         lambda directory: AutoModel.from_pretrained(directory, local_files_only=True),
         "the Hugging Face transformer",
+        field="text.encoder",
+    )
+
+
+def transformer_config(encoder: str) -> Any:
+    """The Hugging Face config of ``encoder`` (its width, layers...), without loading any weights."""
+    from transformers import AutoConfig
+
+    return load_from_model_directory(
+        encoder,
+        lambda directory: AutoConfig.from_pretrained(directory, local_files_only=True),
+        "the Hugging Face config",
         field="text.encoder",
     )
 

@@ -20,7 +20,7 @@ import torch
 from ..data.text_encoder import default_cache_dir, read_cached_array, write_array_atomically
 from ..data.types import DataError, Dataset, Dialogue
 from ..progress import StepProgress
-from .frontend import TextFrontEnd
+from .frontend import FrontEndSpec, TextFrontEnd
 from .windows import (
     IDS,
     ROWS,
@@ -157,17 +157,21 @@ def encode_windows(
 
 def encode_frozen(
     dataset: Dataset,
-    front_end: TextFrontEnd,
+    spec: FrontEndSpec,
+    hidden: int,
+    load_front_end: Callable[[], TextFrontEnd],
     pad_id: int,
     window_key: str,
     cache_dir: str | Path | None = None,
 ) -> None:
-    """Replace the ``text`` modality of every utterance with the frozen front end's vector (in place)."""
+    """Replace the ``text`` modality of every utterance with the frozen front end's ``hidden``-wide
+    vector (in place). ``load_front_end`` is called only when the cache misses: a data set whose vectors
+    are cached never pays for loading the transformer's weights."""
     windows = all_windows(dataset)
-    path = _cache_path(windows_digest(windows), f"{front_end.spec.cache_key()}|{window_key}", cache_dir)
-    vectors = _read(path, len(windows), front_end.hidden)
+    path = _cache_path(windows_digest(windows), f"{spec.cache_key()}|{window_key}", cache_dir)
+    vectors = _read(path, len(windows), hidden)
     if vectors is None:
-        vectors = encode_windows(front_end, windows, pad_id)
+        vectors = encode_windows(load_front_end(), windows, pad_id)
         write_array_atomically(path, vectors)
     rows = iter(vectors)
     for split in dataset.splits.values():

@@ -15,14 +15,13 @@ from __future__ import annotations
 import threading
 import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ..config import TextSection, parse_section
 from ..data.text_encoder import load_tokenizer
 from ..data.types import Dataset, Dialogue
-from .frontend import FrontEndSpec, TextFrontEnd, load_transformer, special_tokens
+from .frontend import FrontEndSpec, TextFrontEnd, load_transformer, special_tokens, transformer_config
 from .prepare import (
     attach_dialogue_windows,
     attach_windows,
@@ -79,30 +78,24 @@ def prepare_text(
     # Recorded with the model (DataInfo.provenance): inference must read new transcripts the same way.
     dataset.meta["text_front_end"] = {"mode": text.mode, "encoder": text.encoder}
     if text.mode == "frozen" and not model_needs_windows:
-        front_end = TextFrontEnd(front_end_spec(text), load_transformer(text.encoder))
-        encode_frozen(dataset, front_end, special.pad, window_spec(text).key(), cache_dir)
-        for split in dataset.splits.values():
-            for dialogue in split:
-                for utterance in dialogue.utterances:
-                    utterance.window = None
+        spec = front_end_spec(text)
+        encode_frozen(
+            dataset,
+            spec,
+            int(transformer_config(text.encoder).hidden_size),
+            lambda: TextFrontEnd(spec, load_transformer(text.encoder)),
+            special.pad,
+            window_spec(text).key(),
+            cache_dir,
+        )
+        for utterance in utterances:
+            utterance.window = None
         return False
     # The model computes the text vectors itself; the placeholder only gives the modality its size.
-    hidden = int(load_transformer_config(text.encoder).hidden_size)
-    placeholder = np.zeros(hidden, dtype=np.float32)
-    for split in dataset.splits.values():
-        for dialogue in split:
-            for utterance in dialogue.utterances:
-                utterance.features["text"] = placeholder
+    placeholder = np.zeros(int(transformer_config(text.encoder).hidden_size), dtype=np.float32)
+    for utterance in utterances:
+        utterance.features["text"] = placeholder
     return True
-
-
-def load_transformer_config(encoder: str) -> Any:
-    from transformers import AutoConfig
-
-    from ..data.text_encoder import hub_offline, model_directory
-
-    with hub_offline():
-        return AutoConfig.from_pretrained(model_directory(encoder), local_files_only=True)
 
 
 class WindowReader:
