@@ -31,6 +31,7 @@ from torch.nn import functional as F
 from ..config import ConfigError, NonNegativeFloat, NonNegativeInt, PositiveInt, Range
 from ..data.batching import Batch, DialogueLoader
 from ..mi import build_estimator
+from ..text import text_settings
 from ..text.windows import TURN
 from .base import DataInfo, InfoFusionModel, ModelOutput, ModelParams, Stage
 from .layers import run_over_dialogue, sinusoidal_positions, zero_connected_to
@@ -253,8 +254,8 @@ class MMMIE(InfoFusionModel):
 
     @classmethod
     def reads_token_embeddings(cls, config: dict) -> bool:
-        text_mode = (config.get("text") or {}).get("mode", "sentence")
-        return cls.parse_params(config).identity == "segment" and text_mode != "sentence"
+        segment = cls.parse_params(config).identity == "segment"
+        return segment and text_settings(config).mode != "sentence"
 
     def token_embeddings(self, batch: Batch) -> torch.Tensor | None:
         """Each window token gets the Identity Embedding of its own turn's speaker (context turns are
