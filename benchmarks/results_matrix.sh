@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The runs behind docs/results.md: every registered model on the three shared data sets, seeds 1-3,
-# each with its configs/<model>.yaml defaults, selection on the validation split. A model/data pair
-# whose summary.json exists is skipped, so a killed job resumes. Then `infofusion report` tables it.
+# each with its configs/<model>.yaml defaults, selection on the validation split. The baselines' YAMLs
+# read one sentence vector per utterance; here they read the same frozen text front end as the seed
+# models (BASELINE_TEXT=sentence restores their YAML), so every row sees the same text. A model/data
+# pair whose summary.json exists is skipped, so a killed job resumes. Then `infofusion report` tables it.
 #   bash benchmarks/results_matrix.sh [OUTPUT=runs/results] [DATA_ROOT=../shared/data]
 set -euo pipefail
 output=${1:-runs/results}
@@ -13,13 +15,16 @@ declare -A specs=(
   [meld]="$data_root/meld"
 )
 models=${MODELS:-"late_fusion bc_lstm tfn lmf mult misa mmim mmmie mind"}
+seed_models=" mmim mmmie mind "
 for data in ${DATASETS:-mosi iemocap meld}; do
   for model in $models; do
     run="$output/$data/$model"
     mkdir -p "$output/$data"
     [[ -f "$run/summary.json" ]] && continue
+    text=()
+    [[ $seed_models == *" $model "* ]] || text=(--set "text.mode=${BASELINE_TEXT:-frozen}")
     start=$(date +%s)
-    "$bin" train --model "$model" --data "${specs[$data]}" --seeds 1,2,3 --set train.threads=1 \
+    "$bin" train --model "$model" --data "${specs[$data]}" --seeds 1,2,3 --set train.threads=1 "${text[@]}" \
       --output "$run" > "$run.log" 2>&1 || { echo "FAILED $data $model (see $run.log)"; continue; }
     echo "$data $model $(( $(date +%s) - start )) s for 3 seeds"
   done

@@ -86,3 +86,45 @@ def test_segment_identity_needs_the_front_end(tmp_path):
     dataset = load_data_for_config(config)
     with pytest.raises(ConfigError, match="text.mode"):
         build_model("mmmie", DataInfo.from_dataset(dataset), config)
+
+
+def test_the_club_term_treats_a_learning_front_ends_output_as_a_fixed_input(tmp_path, monkeypatch):
+    """L_MSI = CLUB(h_m; f_m) with h_m the paper's fixed feature: with a fine-tuned transformer the
+    estimate's input side is detached (the transformer must not learn to make h_m unpredictable), while
+    f_m keeps its gradient and the task loss still trains the transformer."""
+    data = tmp_path / "csv"
+    write_dialogue_csvs(data, "plain", dialogues={"train": 3, "valid": 1, "test": 1}, utterances=5)
+    config = resolve_config(
+        "mmmie",
+        None,
+        [
+            f"data.spec={data}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            f"text.encoder={save_tiny_bert(tmp_path / 'tiny')}",
+            "text.mode=finetune",
+            "model.dropout=0",
+        ],
+    )
+    dataset = load_data_for_config(config)
+    model = build_model("mmmie", DataInfo.from_dataset(dataset), config)
+    loader = DialogueLoader(
+        dataset.splits["train"], 3, dataset.modalities, dataset.task, speaker_vocabulary(dataset)
+    )
+    batch = model.prepare_batch(next(iter(loader)))
+    seen = {}
+    estimate = model.club_estimates
+
+    def recording(inputs, outputs):
+        seen.update(inputs=inputs, outputs=outputs)
+        return estimate(inputs, outputs)
+
+    monkeypatch.setattr(model, "club_estimates", recording)
+    model.train()
+    model.zero_grad(set_to_none=True)
+    loss, logged = model.training_loss(batch)
+    loss.backward()
+    assert "msi" in logged
+    assert not seen["inputs"]["text"].requires_grad
+    assert seen["outputs"]["text"].requires_grad
+    top = model.text_front_end.parameters()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in top)

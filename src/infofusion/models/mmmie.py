@@ -323,7 +323,12 @@ class MMMIE(InfoFusionModel):
             loss = loss + self.alpha * mi_loss
             logged["mi"] = float(mi_loss.detach())
         if self.use_club:
-            msi_loss = sum(self.club_estimates(flat_inputs, flat_outputs).values())
+            # The paper's h_m is a fixed feature (frozen BERT, extracted audio/visual): L_MSI shapes the
+            # encoder's output f_m only. A text front end that learns (text.mode finetune) would otherwise
+            # be pushed to make h_m itself unpredictable, which drove the CLUB estimate to -1e4 nats and
+            # stalled training on IEMOCAP.
+            fixed_inputs = {m: v.detach() for m, v in flat_inputs.items()}
+            msi_loss = sum(self.club_estimates(fixed_inputs, flat_outputs).values())
             loss = loss + self.beta * msi_loss
             logged["msi"] = float(msi_loss.detach())
         return loss, logged
