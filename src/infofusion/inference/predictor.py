@@ -11,8 +11,8 @@ Inputs are :class:`~infofusion.data.Dialogue` s whose utterances may lack featur
 
 - text: when the run's text modality came from encoding transcripts (a folder of dialogue CSVs, or a
   pickle written by ``infofusion extract`` whose sidecar names the encoder; recorded at training time in
-  ``DataInfo.provenance``) an utterance's ``text`` is encoded with that same encoder; a model that reads
-  transcripts itself (``reads_transcripts``, MMIM's transformer) gets the transcript. Runs trained on
+  ``DataInfo.provenance``) an utterance's ``text`` is encoded with that same encoder; a run whose text came
+  through the text front end gets each transcript read with its dialogue's earlier turns. Runs trained on
   pre-extracted text features need the features. Given features always win over text.
 - a missing modality is allowed only when the run was trained with modality dropout
   (``train.modality_dropout > 0``): its features are zeros and ``batch.present`` marks it absent, the same
@@ -64,8 +64,8 @@ class PreparedDialogue:
 class TextOrigin:
     """Where the run's text modality came from, hence what an utterance must bring."""
 
-    # "encoder" (encode the transcript) | "transformer" (the model reads it) | "windows" (the text front
-    # end reads it with its dialogue's preceding turns) | "features" | "none"
+    # "encoder" (encode the transcript) | "windows" (the text front end reads it with its dialogue's
+    # preceding turns) | "features" | "none"
     kind: str
     encoder: str | None = None
 
@@ -74,8 +74,6 @@ class TextOrigin:
             return f"transcript with its dialogue context, read by {self.encoder}"
         if self.kind == "encoder":
             return f"transcript, encoded with {self.encoder}"
-        if self.kind == "transformer":
-            return "transcript, read by the model's own transformer"
         if self.kind == "features":
             return "pre-extracted text features"
         return "not used"
@@ -85,8 +83,6 @@ class TextOrigin:
         """The model's own reading of transcripts, or how the training data's text was made."""
         if model.text_front_end is not None or provenance["text"]["kind"] == "front_end":
             return cls("windows", text_settings(model.config).encoder)
-        if model.reads_transcripts:
-            return cls("transformer")
         text = provenance["text"]
         return cls(text["kind"], text.get("encoder"))
 
@@ -254,7 +250,7 @@ class Predictor:
         for modality in self.info.modalities:
             where = f"utterances[{index}].features.{modality}"
             value = given.get(modality)
-            if modality == "text" and self.text_origin.kind in ("transformer", "windows"):
+            if modality == "text" and self.text_origin.kind == "windows":
                 value = None  # the model reads the transcript; a text vector would be ignored anyway
             if value is not None:
                 features[modality] = self._checked(value, modality, source, dialogue_id, where)
@@ -273,7 +269,7 @@ class Predictor:
                 # Training saw this very zero column, marked present.
                 observed[modality] = True
                 continue
-            if modality == "text" and self.text_origin.kind in ("transformer", "windows") and text:
+            if modality == "text" and self.text_origin.kind == "windows" and text:
                 observed[modality] = True  # the model reads the transcript; its vector is unused
                 continue
             if not self.allow_missing:
@@ -291,7 +287,7 @@ class Predictor:
         return features, observed, pending
 
     def _what_is_needed(self, modality: str) -> str:
-        if modality == "text" and self.text_origin.kind in ("encoder", "transformer", "windows"):
+        if modality == "text" and self.text_origin.kind in ("encoder", "windows"):
             return "transcript ('text') or text features"
         return "features"
 

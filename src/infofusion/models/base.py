@@ -109,7 +109,6 @@ class InfoFusionModel(nn.Module):
     # Capabilities inference, export and plots rely on, declared here instead of probed:
     has_component_codes: ClassVar[bool] = False  # collect_codes(loader): shared/private/noise codes
     has_fusion_representation: ClassVar[bool] = True  # forward's representations hold "fusion"
-    can_read_transcripts: ClassVar[bool] = False  # may encode transcripts itself (see reads_transcripts)
     exportable: ClassVar[bool] = True  # an ONNX graph of feature tensors can represent it (inference.onnx)
 
     def __init__(self, info: DataInfo, config: dict) -> None:
@@ -127,11 +126,6 @@ class InfoFusionModel(nn.Module):
         # The transformer over context windows, when the data carries them (text.mode frozen with a
         # learned input, or finetune); otherwise the text modality is a plain feature vector.
         self.text_front_end = TextFrontEnd(front_end_spec(self.text_settings)) if info.text_windows else None
-
-    @property
-    def reads_transcripts(self) -> bool:
-        """This model encodes transcripts (or token ids) itself: inputs bring text, never text vectors."""
-        return False
 
     def standardize(self, batch: Batch) -> Batch:
         """``(x - mean) / std`` per dimension with the training statistics (``data.standardize``), the
