@@ -199,3 +199,24 @@ def test_bad_split_lists_and_options_are_refused(tmp_path):
     one_train = write_conversation_pickle(tmp_path / "one.pkl", n_dialogues=2, n_test=1)
     with pytest.raises(DataError, match="cannot carve"):
         load_dataset(str(one_train))
+
+
+def test_label_fit_vectors_are_left_out_once_the_transcripts_give_the_text(tmp_path):
+    """bc-LSTM-family pickles hold vectors fit to their training labels: when the text front end reads
+    the transcripts, the audio and visual vectors are left out by default (with one warning), and
+    ``data.modalities`` keeps them; sentence mode reads the file as it is."""
+    from infofusion.config import resolve_config
+    from infofusion.trainer import load_data_for_config
+    from text_fixtures import save_tiny_bert
+
+    path = write_conversation_pickle(tmp_path / "mosi.pkl", n_dialogues=6)
+    encoder = save_tiny_bert(tmp_path / "tiny")
+
+    def modalities(*settings: str) -> list[str]:
+        common = [f"data.spec={path}", f"data.cache_dir={tmp_path / 'cache'}", f"text.encoder={encoder}"]
+        return load_data_for_config(resolve_config("late_fusion", None, [*common, *settings])).modalities
+
+    with pytest.warns(UserWarning, match=r"audio, visual left out: these vectors were fit to the training"):
+        assert modalities("text.mode=frozen") == ["text"]
+    assert modalities("text.mode=frozen", "data.modalities=t,a,v") == ["text", "audio", "visual"]
+    assert modalities("text.mode=sentence") == ["text", "audio", "visual"]

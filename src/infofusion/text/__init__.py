@@ -6,7 +6,14 @@
 
 from .frontend import FrontEndSpec, TextFrontEnd, load_transformer, special_tokens
 from .prepare import attach_windows, encode_frozen, encode_windows
-from .settings import WindowReader, front_end_spec, prepare_text, text_settings, window_spec
+from .settings import (
+    WindowReader,
+    front_end_spec,
+    label_fit_left_out,
+    prepare_text,
+    text_settings,
+    window_spec,
+)
 from .windows import WindowSpec, build_dialogue_windows, pad_windows
 
 __all__ = [
@@ -21,6 +28,7 @@ __all__ = [
     "load_transformer",
     "pad_windows",
     "front_end_spec",
+    "label_fit_left_out",
     "prepare_text",
     "text_settings",
     "window_spec",
