@@ -203,6 +203,10 @@ class Trainer:
     ) -> Trainer:
         """A trainer around a finished run's best checkpoint, optionally on other data (``data``)."""
         loaded = RunDir(run_dir).load(data, overrides)
+        if not loaded.config["data"].get("modalities"):
+            # Read the data with the modalities the model was trained on, whatever the defaults that
+            # choose them (label_fit_left_out) would pick today.
+            loaded.config["data"]["modalities"] = list(loaded.info.modalities)
         trainer = cls(loaded.config, run_dir, echo=lambda _: None, info=loaded.info)
         trainer.model.load_state_dict(loaded.best_state["model"])
         return trainer
