@@ -12,7 +12,6 @@ import os
 import random
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -34,7 +33,7 @@ from .models.base import probabilities
 from .progress import track
 from .runinfo import run_information
 from .runs import RunDir
-from .text import label_fit_left_out, prepare_text, text_settings
+from .text import prepare_text, text_settings, without_label_fit_features
 
 # Environment hook for tests: hard-exit (as a kill would) right after the checkpoint of this epoch.
 KILL_AFTER_EPOCH_ENV = "INFOFUSION_KILL_AFTER_EPOCH"
@@ -58,15 +57,8 @@ def load_data_for_config(config: dict) -> Dataset:
     dataset = load_dataset(str(data["spec"]), options)
     if data.get("modalities"):
         dataset = dataset.select_modalities(data["modalities"])
-    elif left_out := label_fit_left_out(dataset, text):
-        warnings.warn(
-            f"{dataset.source}: {', '.join(left_out)} left out: these vectors were fit to the training "
-            "labels, so a model trained on them leans on them and new data does not bear it out; the text "
-            "comes from the transcripts (docs/results.md, MOSI). Keep them with "
-            f"data.modalities=text,{','.join(left_out)}",
-            stacklevel=2,
-        )
-        dataset = dataset.select_modalities([m for m in dataset.modalities if m not in left_out])
+    else:
+        dataset = without_label_fit_features(dataset, text)
     model_class = get_model_class(config["model_name"]) if config.get("model_name") else None
     needs_windows = model_class is not None and model_class.reads_token_embeddings(config)
     prepare_text(dataset, text, model_needs_windows=needs_windows, cache_dir=data.get("cache_dir"))

@@ -13,6 +13,7 @@ from .settings import (
     prepare_text,
     text_settings,
     window_spec,
+    without_label_fit_features,
 )
 from .windows import WindowSpec, build_dialogue_windows, pad_windows
 
@@ -29,6 +30,7 @@ __all__ = [
     "pad_windows",
     "front_end_spec",
     "label_fit_left_out",
+    "without_label_fit_features",
     "prepare_text",
     "text_settings",
     "window_spec",

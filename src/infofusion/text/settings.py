@@ -117,6 +117,21 @@ def label_fit_left_out(dataset: Dataset, text: TextSection) -> list[str]:
     return [m for m in dataset.modalities if m != "text" and m in fit]
 
 
+def without_label_fit_features(dataset: Dataset, text: TextSection) -> Dataset:
+    """``dataset`` without the modalities :func:`label_fit_left_out` names (saying so once), when
+    ``data.modalities`` did not choose them."""
+    left_out = label_fit_left_out(dataset, text)
+    if not left_out:
+        return dataset
+    warnings.warn(
+        f"{dataset.source}: {', '.join(left_out)} left out: these vectors were fit to the training labels, "
+        "so a model trained on them leans on them and new data does not bear it out; the text comes from "
+        f"the transcripts (docs/results.md, MOSI). Keep them with data.modalities=text,{','.join(left_out)}",
+        stacklevel=3,
+    )
+    return dataset.select_modalities([m for m in dataset.modalities if m not in left_out])
+
+
 class WindowReader:
     """The run's text section applied to dialogues that arrive at inference time (predict, serve).
 
