@@ -15,30 +15,27 @@ from infofusion.trainer import load_data_for_config
 from text_fixtures import save_tiny_bert
 
 
-@pytest.fixture(scope="module")
-def setting(tmp_path_factory):
-    root = tmp_path_factory.mktemp("identity")
+def mmmie_on_tiny_dialogues(root, dialogues: dict, batch_size: int, *settings: str):
+    """MMMIE on a tiny dialogue CSV folder read by a tiny random BERT: config, data, model, one batch."""
     data = root / "csv"
-    write_dialogue_csvs(data, "plain", dialogues={"train": 4, "valid": 2, "test": 2}, utterances=5)
-    encoder = save_tiny_bert(root / "tiny")
+    write_dialogue_csvs(data, "plain", dialogues=dialogues, utterances=5)
+    common = [f"data.spec={data}", f"data.cache_dir={root / 'cache'}", "model.dropout=0"]
     config = resolve_config(
-        "mmmie",
-        None,
-        [
-            f"data.spec={data}",
-            f"data.cache_dir={root / 'cache'}",
-            f"text.encoder={encoder}",
-            "text.mode=frozen",
-            "mmmie.identity=segment",
-            "model.dropout=0",
-        ],
+        "mmmie", None, [*common, f"text.encoder={save_tiny_bert(root / 'tiny')}", *settings]
     )
     dataset = load_data_for_config(config)
     model = build_model("mmmie", DataInfo.from_dataset(dataset), config)
     loader = DialogueLoader(
-        dataset.splits["train"], 2, dataset.modalities, dataset.task, speaker_vocabulary(dataset)
+        dataset.splits["train"], batch_size, dataset.modalities, dataset.task, speaker_vocabulary(dataset)
     )
     return config, dataset, model, next(iter(loader))
+
+
+@pytest.fixture(scope="module")
+def setting(tmp_path_factory):
+    splits = {"train": 4, "valid": 2, "test": 2}
+    root = tmp_path_factory.mktemp("identity")
+    return mmmie_on_tiny_dialogues(root, splits, 2, "text.mode=frozen", "mmmie.identity=segment")
 
 
 def test_windows_stay_on_the_data_for_a_learned_identity(setting):
@@ -92,25 +89,9 @@ def test_the_club_term_treats_a_learning_front_ends_output_as_a_fixed_input(tmp_
     """L_MSI = CLUB(h_m; f_m) with h_m the paper's fixed feature: with a fine-tuned transformer the
     estimate's input side is detached (the transformer must not learn to make h_m unpredictable), while
     f_m keeps its gradient and the task loss still trains the transformer."""
-    data = tmp_path / "csv"
-    write_dialogue_csvs(data, "plain", dialogues={"train": 3, "valid": 1, "test": 1}, utterances=5)
-    config = resolve_config(
-        "mmmie",
-        None,
-        [
-            f"data.spec={data}",
-            f"data.cache_dir={tmp_path / 'cache'}",
-            f"text.encoder={save_tiny_bert(tmp_path / 'tiny')}",
-            "text.mode=finetune",
-            "model.dropout=0",
-        ],
-    )
-    dataset = load_data_for_config(config)
-    model = build_model("mmmie", DataInfo.from_dataset(dataset), config)
-    loader = DialogueLoader(
-        dataset.splits["train"], 3, dataset.modalities, dataset.task, speaker_vocabulary(dataset)
-    )
-    batch = model.prepare_batch(next(iter(loader)))
+    splits = {"train": 3, "valid": 1, "test": 1}
+    _, _, model, first = mmmie_on_tiny_dialogues(tmp_path, splits, 3, "text.mode=finetune")
+    batch = model.prepare_batch(first)
     seen = {}
     estimate = model.club_estimates
 
