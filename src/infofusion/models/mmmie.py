@@ -324,8 +324,8 @@ class MMMIE(InfoFusionModel):
             logged["mi"] = float(mi_loss.detach())
         if self.use_club:
             # The paper's h_m is a fixed feature (frozen BERT, extracted audio/visual): L_MSI shapes the
-            # encoder's output f_m only. A text front end that learns (text.mode finetune) would otherwise
-            # let the term move h_m itself (on IEMOCAP the CLUB estimate reached -1e4 nats in epoch 2).
+            # encoder's output f_m only. With a text front end that learns (text.mode finetune) the term
+            # would otherwise also move h_m itself.
             fixed_inputs = {m: v.detach() for m, v in flat_inputs.items()}
             msi_loss = sum(self.club_estimates(fixed_inputs, flat_outputs).values())
             loss = loss + self.beta * msi_loss
