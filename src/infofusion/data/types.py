@@ -98,6 +98,16 @@ class Dataset:
     def has_tokens(self) -> bool:
         return any(u.tokens is not None for ds in self.splits.values() for d in ds for u in d.utterances)
 
+    @property
+    def has_transcripts(self) -> bool:
+        """Some utterance brings words (a transcript or token ids) for the text front end to read."""
+        return any(
+            u.text is not None or u.tokens is not None
+            for ds in self.splits.values()
+            for d in ds
+            for u in d.utterances
+        )
+
     def speakers(self, split: str = "train") -> list[str]:
         """Sorted distinct speaker names in a split (global identities, e.g. MELD characters)."""
         return sorted({u.speaker for d in self.splits.get(split, []) for u in d.utterances})

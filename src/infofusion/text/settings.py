@@ -61,8 +61,7 @@ def prepare_text(
     """
     if text.mode == "sentence" or "text" not in dataset.modalities:
         return False
-    utterances = [u for split in dataset.splits.values() for d in split for u in d.utterances]
-    if not any(u.text is not None or u.tokens is not None for u in utterances):
+    if not dataset.has_transcripts:
         # Feature-only data (extracted pickles without transcripts): nothing to read. The synthetic
         # generator makes vectors, not words, by design: no need to say so on every demo run.
         if dataset.source != "synthetic":
@@ -75,6 +74,7 @@ def prepare_text(
     tokenizer = load_tokenizer(text.encoder)
     special = special_tokens(tokenizer)
     attach_windows(dataset, tokenizer, special, window_spec(text))
+    utterances = [u for split in dataset.splits.values() for d in split for u in d.utterances]
     # Recorded with the model (DataInfo.provenance): inference must read new transcripts the same way.
     dataset.meta["text_front_end"] = {"mode": text.mode, "encoder": text.encoder}
     if text.mode == "frozen" and not model_needs_windows:
@@ -112,8 +112,7 @@ def label_fit_left_out(dataset: Dataset, text: TextSection) -> list[str]:
     fit = set(dataset.meta.get("features_fit_to_labels") or ())
     if text.mode == "sentence" or "text" not in dataset.modalities or "text" not in fit:
         return []
-    utterances = (u for split in dataset.splits.values() for d in split for u in d.utterances)
-    if not any(u.text is not None or u.tokens is not None for u in utterances):
+    if not dataset.has_transcripts:
         return []  # no transcripts: the file's own text vectors stay, and so does the rest
     return [m for m in dataset.modalities if m != "text" and m in fit]
 
