@@ -13,7 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from .config import ConfigError, config_from_options, resolve_config
+from .command_config import config_from_options
+from .config import ConfigError, resolve_config
 from .data.types import DataError
 from .metrics import scalar_metrics
 from .models import UnknownModelError
@@ -41,6 +42,15 @@ def error_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
+def _say_small_data(config: dict, is_main: bool) -> None:
+    """The model's small-data settings, when the data's size made them apply (stderr: --json stays clean)."""
+    from .small_data import describe
+
+    note = describe(config)
+    if note and is_main:
+        print(note, file=sys.stderr, flush=True)
+
+
 # -- commands ------------------------------------------------------------------------------------------
 def command_train(args: argparse.Namespace) -> int:
     from .distributed import DistributedContext
@@ -53,6 +63,7 @@ def command_train(args: argparse.Namespace) -> int:
     is_main = DistributedContext.from_environment().is_main
     if not args.seeds:
         config = config_from_options(args)
+        _say_small_data(config, is_main)
         metrics = train(config, output, args.resume, _loggers(args.logger, output, config), args.overwrite)
         if is_main and args.json:
             print(json.dumps({k: scalar_metrics(v) for k, v in metrics.items() if isinstance(v, dict)}))
@@ -62,6 +73,8 @@ def command_train(args: argparse.Namespace) -> int:
     per_seed = {}
     for number, seed in enumerate(args.seeds, start=1):
         config, run_dir = config_from_options(args, seed), output / f"seed_{seed}"
+        if number == 1:
+            _say_small_data(config, is_main)
         if is_main:
             print(f"== seed {seed} ({number} of {len(args.seeds)}): training in {run_dir} ==", flush=True)
         loggers = _loggers(args.logger, run_dir, config)

@@ -19,10 +19,11 @@ from collections.abc import Collection
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 
+from . import small_data
 from .bounded_yaml import MAX_CONFIG_BYTES, bounded_yaml
 
 # Field metadata of a setting absent from a resolved config unless given (it has no default to show).
@@ -341,41 +342,39 @@ def resolve_config(
     config_file: str | Path | None = None,
     overrides: list[str] | None = None,
     extra: dict | None = None,
+    train_utterances: int | None = None,
 ) -> dict:
-    config = deep_merge(BASE_DEFAULTS, packaged_config(model))
-    if config_file:
-        config = deep_merge(config, load_yaml(config_file))
-    if extra:
-        config = deep_merge(config, extra)
-    config = apply_overrides(config, overrides or [])
+    """Layers, each over the one before: base defaults < the model's YAML < its ``small_data`` settings
+    < ``config_file`` < ``extra`` < ``overrides`` (``--set``).
+
+    The ``small_data`` settings apply when ``train_utterances`` (the training split's size, counted by
+    the caller) is within their limit and no user layer chooses ``text.mode``: they are a bundle around
+    a mode of the text front end, and a user who picks the mode has picked against it.
+    """
+    model_layer = deep_merge(BASE_DEFAULTS, packaged_config(model))
+    user_layers = [load_yaml(config_file)] if config_file else []
+    user_layers += [extra] if extra else []
+
+    def under_user_layers(config: dict) -> dict:
+        for layer in user_layers:
+            config = deep_merge(config, layer)
+        return apply_overrides(config, overrides or [])
+
+    config = under_user_layers(model_layer)
+    section = small_data.section_of(config)  # as the user's layers left it (--set small_data.… included)
+    mode_chosen = any(small_data.lookup(layer, small_data.MODE) is not None for layer in user_layers) or any(
+        ".".join(parse_override(assignment)[0]) == small_data.MODE for assignment in overrides or []
+    )
+    if section and train_utterances is not None:
+        applied = small_data.applies(section, train_utterances) and not mode_chosen
+        if applied:
+            config = under_user_layers(deep_merge(model_layer, small_data.settings_layer(section)))
+        counted = {small_data.COUNTED: train_utterances, small_data.APPLIED: applied}
+        config[small_data.SECTION] = {**section, **counted}
     config["model_name"] = model
     check_sections(config)
     config["data"]["modalities"] = normalise_modalities(config["data"].get("modalities"))
     return config
-
-
-class CommandOptions(Protocol):
-    """What ``train``, ``ablate`` and ``sweep`` share on their command lines."""
-
-    model: str
-    data: str | None
-    epochs: int | None
-    seed: int | None
-    config: str | None
-    overrides: list[str]
-
-
-def config_from_options(options: CommandOptions, seed: int | None = None) -> dict:
-    """The resolved config of command-line options; ``seed`` (one of ``--seeds``) wins over ``--seed``."""
-    extra: dict = {}
-    if options.data is not None:
-        extra.setdefault("data", {})["spec"] = options.data
-    if options.epochs is not None:
-        extra.setdefault("train", {})["epochs"] = options.epochs
-    chosen_seed = seed if seed is not None else options.seed
-    if chosen_seed is not None:
-        extra["seed"] = chosen_seed
-    return resolve_config(options.model, options.config, options.overrides, extra)
 
 
 # -- typed sections ---------------------------------------------------------------------------------------
@@ -402,11 +401,26 @@ def check_sections(config: dict) -> None:
     model_sections = [str(config.get("model_name")), *packaged_model_sections()]
     known = [*TOP_LEVEL_SETTINGS, "model", *TYPED_SECTIONS, *model_sections]
     for key in config:
-        if key not in known:
+        if key not in known and key != small_data.SECTION:
             raise unknown_key(str(key), known)
+    check_small_data(small_data.section_of(config), known)
     config["seed"] = check_value("seed", config.get("seed", 0), int)
     for name, section_class in TYPED_SECTIONS.items():
         config[name] = checked_section(name, config[name], section_class)
+
+
+def check_small_data(section: dict, known: list[str]) -> None:
+    """The ``small_data`` section's limit is a count and its settings name known sections (their values
+    are checked with the rest of the config once they apply)."""
+    limit = section.get(small_data.LIMIT, 0)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        name = f"{small_data.SECTION}.{small_data.LIMIT}"
+        raise ConfigError(f"{name} must be a count of utterances, got {limit!r}")
+    for key, value in small_data.settings_layer(section).items():
+        if key not in known:
+            raise unknown_key(str(key), known, f"{small_data.SECTION}.")
+        if not isinstance(value, dict) and key not in TOP_LEVEL_SETTINGS:
+            raise ConfigError(f"{small_data.SECTION}.{key} must be a section of settings")
 
 
 def data_loader_options() -> list[str]:

@@ -18,7 +18,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import ConfigError, config_from_options, parse_override
+from ..command_config import config_from_options
+from ..config import ConfigError, parse_override
 from ..models import model_params
 from ..progress import StepProgress
 from ..runs import RunDir

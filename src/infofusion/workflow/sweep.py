@@ -28,7 +28,8 @@ from typing import Any
 
 import yaml
 
-from ..config import ConfigError, config_from_options, deep_merge, parse_override, resolve_config
+from ..command_config import config_from_options
+from ..config import ConfigError, deep_merge, parse_override, resolve_config
 from ..data.types import Dataset
 from ..metrics import LOWER_IS_BETTER, default_selection_metric
 from ..models import model_params
