@@ -62,7 +62,7 @@ def test_per_utterance_outputs_and_finite_gradients(encoder, options):
     assert output.predictions.shape == expected  # per-utterance logits: softmax gives confidences
     assert {"fusion", *MODALITIES} <= set(output.representations)
     loss, terms = take_main_step(model, batch)
-    assert torch.isfinite(loss) and set(terms) == {"task", "mi", "msi"}
+    assert torch.isfinite(loss) and set(terms) == {"task", "mi", "msi", "msi_estimate"}
     estimator_ids = {id(p) for p in model.estimator_parameters()}
     for name, parameter in model.named_parameters():
         if id(parameter) not in estimator_ids:
@@ -158,7 +158,8 @@ def test_mine_and_club_terms_only_when_switched_on(monkeypatch, mine, club):
     if mine or club:
         assert torch.isfinite(take_stage_step(model, batch))
     _, terms = take_main_step(model, batch)
-    assert set(terms) == {"task"} | ({"mi"} if mine else set()) | ({"msi"} if club else set())
+    club_terms = {"msi", "msi_estimate"} if club else set()
+    assert set(terms) == {"task"} | ({"mi"} if mine else set()) | club_terms
 
 
 def test_loss_is_task_plus_weighted_mi_terms():

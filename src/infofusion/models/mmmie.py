@@ -52,6 +52,10 @@ class MMMIEParams(ModelParams):
     identity: bool | Literal["segment", "utterance"] = True
     mine: bool = True  # MI maximisation (needs two modalities or more)
     club: bool = True  # MI minimisation
+    # A negative CLUB estimate gives the encoders no gradient (max(·, 0) per modality): MI is never
+    # below 0, so a negative value means q(f_m | h_m) lags f_m, and minimising it further only pushes
+    # f_m away from q's mean (with a learning front end it ran to -1,129 nats within an epoch).
+    club_nonnegative: bool = True
     monitor: bool = False  # true: still train and log an estimator whose term is off (Fig. 2/3)
     # dialogue: order of first appearance in the dialogue | global: training speaker names
     speaker_ids: Literal["dialogue", "global"] = "dialogue"
@@ -174,6 +178,7 @@ class MMMIE(InfoFusionModel):
                 stacklevel=2,
             )
         self.use_club = params.club
+        self.club_nonnegative = params.club_nonnegative
         # monitor: keep training an estimator whose term is switched off, so its curve is still logged
         # (the "not optimised" curves of Fig. 2 and 3); off means not built at all.
         monitor = params.monitor
@@ -327,9 +332,12 @@ class MMMIE(InfoFusionModel):
             # encoder's output f_m only. With a text front end that learns (text.mode finetune) the term
             # would otherwise also move h_m itself.
             fixed_inputs = {m: v.detach() for m, v in flat_inputs.items()}
-            msi_loss = sum(self.club_estimates(fixed_inputs, flat_outputs).values())
+            estimates = list(self.club_estimates(fixed_inputs, flat_outputs).values())
+            terms = [e.clamp(min=0.0) for e in estimates] if self.club_nonnegative else estimates
+            msi_loss = sum(terms)
             loss = loss + self.beta * msi_loss
             logged["msi"] = float(msi_loss.detach())
+            logged["msi_estimate"] = float(sum(estimates).detach())  # before the floor: is q keeping up?
         return loss, logged
 
     # -- optimisation ----------------------------------------------------------------------------------
