@@ -71,6 +71,8 @@ def test_a_split_over_the_limit_or_without_transcripts_keeps_the_defaults(csv_fo
 def test_a_bad_small_data_section_is_a_config_error(csv_folder):
     with pytest.raises(ConfigError, match="unknown key small_data.txt; did you mean small_data.text"):
         resolve_config("mmim", None, ["small_data.txt.mode=finetune"])
+    with pytest.raises(ConfigError, match="small_data must be a section"):
+        resolve_config("mmim", None, ["small_data=5"])
     with pytest.raises(ConfigError, match="small_data.max_train_utterances must be a count"):
         resolve_config("mmim", None, ["small_data.max_train_utterances=-3"])
     with pytest.raises(ConfigError, match="text.mode"):  # the settings' values are checked once they apply

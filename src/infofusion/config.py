@@ -403,6 +403,8 @@ def check_sections(config: dict) -> None:
     for key in config:
         if key not in known and key != small_data.SECTION:
             raise unknown_key(str(key), known)
+    if not isinstance(config.get(small_data.SECTION, {}), dict):
+        raise ConfigError(f"{small_data.SECTION} must be a section of settings, not a single value")
     check_small_data(small_data.section_of(config), known)
     config["seed"] = check_value("seed", config.get("seed", 0), int)
     for name, section_class in TYPED_SECTIONS.items():
