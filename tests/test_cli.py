@@ -153,3 +153,14 @@ def test_modality_subset_option(tmp_path, capsys):
 def test_console_script_installed():
     script = Path(sys.executable).parent / "infofusion"
     assert script.exists() or shutil.which("infofusion")
+
+
+def test_a_warning_is_one_line_naming_no_library_source(tmp_path, capsys):
+    code, _, err = train_small(capsys, tmp_path / "run", "--set", "data.modalities=t", model="mmmie")
+    assert code == 0
+    lines = [line for line in err.splitlines() if "MINE" in line]
+    assert lines == [
+        "warning: MMMIE: the data has one modality (text), so there is no pair for MINE: the "
+        "shared-information term L_MI is left out and only the task loss and CLUB train"
+    ]
+    assert "UserWarning" not in err and "return get_model_class" not in err

@@ -11,7 +11,9 @@ import argparse
 import errno
 import json
 import sys
+import warnings
 from pathlib import Path
+from typing import TextIO
 
 from .command_config import config_from_options
 from .config import ConfigError, resolve_config
@@ -366,10 +368,24 @@ def _leave_process_group() -> None:
         dist.destroy_process_group()
 
 
+def _one_line_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """A warning as one line on stderr: its text, not the library line that raised it."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.handler(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            return int(args.handler(args) or 0)
     except tuple(EXIT_CODES) as error:
         print(f"error: {error_line(error)}", file=sys.stderr)
         return next(code for kind, code in EXIT_CODES.items() if isinstance(error, kind))
