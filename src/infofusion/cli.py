@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import TextIO
 
-from .command_config import config_from_options
+from .command_config import config_from_options, describe_small_data
 from .config import ConfigError, resolve_config
 from .data.types import DataError
 from .metrics import scalar_metrics
@@ -46,9 +46,7 @@ def error_line(error: BaseException) -> str:
 
 def _say_small_data(config: dict, is_main: bool) -> None:
     """The model's small-data settings, when the data's size made them apply (stderr: --json stays clean)."""
-    from .small_data import describe
-
-    note = describe(config)
+    note = describe_small_data(config)
     if note and is_main:
         print(note, file=sys.stderr, flush=True)
 

@@ -11,6 +11,7 @@ from typing import Protocol
 from . import small_data
 from .config import resolve_config
 from .data import load_dataset
+from .trees import flat_items
 
 
 class CommandOptions(Protocol):
@@ -55,3 +56,18 @@ def transcribed_training_utterances(config: dict) -> int | None:
     if not dataset.has_transcripts:
         return None
     return sum(len(dialogue) for dialogue in dataset.splits.get("train", []))
+
+
+def describe_small_data(config: dict) -> str | None:
+    """One console line when the model's small-data settings applied to ``config``, else None."""
+    section = small_data.section_of(config)
+    if section.get(small_data.APPLIED) is not True:
+        return None
+    # Only the settings in force: one the user gave (--set, --config, --epochs) wins over them.
+    resolved = flat_items(config)
+    layer = flat_items(small_data.settings_layer(section))
+    shown = ", ".join(f"{key}={value}" for key, value in layer.items() if resolved.get(key) == value)
+    if not shown:
+        return None
+    counted, limit = section[small_data.COUNTED], section[small_data.LIMIT]
+    return f"small training split ({counted:,} utterances, at most {limit:,}): {shown} (small_data)"

@@ -25,6 +25,7 @@ import yaml
 
 from . import small_data
 from .bounded_yaml import MAX_CONFIG_BYTES, bounded_yaml
+from .trees import deep_merge, flat_items
 
 # Field metadata of a setting absent from a resolved config unless given (it has no default to show).
 OPTIONAL = {"optional": True}
@@ -272,16 +273,6 @@ class ConfigError(ValueError):
     """A config file or ``--set`` option that cannot be used."""
 
 
-def deep_merge(base: dict, override: dict) -> dict:
-    merged = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
 def packaged_config(name: str) -> dict:
     """A YAML file shipped in ``infofusion/configs`` (``{}`` when absent)."""
     resource = resources.files("infofusion") / "configs" / f"{name}.yaml"
@@ -362,10 +353,9 @@ def resolve_config(
 
     config = under_user_layers(model_layer)
     section = small_data.section_of(config)  # as the user's layers left it (--set small_data.… included)
-    mode_chosen = any(small_data.lookup(layer, small_data.MODE) is not None for layer in user_layers) or any(
-        ".".join(parse_override(assignment)[0]) == small_data.MODE for assignment in overrides or []
-    )
     if section and train_utterances is not None:
+        user_trees = [*user_layers, apply_overrides({}, overrides or [])]
+        mode_chosen = any(flat_items(tree).get(small_data.MODE) is not None for tree in user_trees)
         applied = small_data.applies(section, train_utterances) and not mode_chosen
         if applied:
             config = under_user_layers(deep_merge(model_layer, small_data.settings_layer(section)))
@@ -403,17 +393,17 @@ def check_sections(config: dict) -> None:
     for key in config:
         if key not in known and key != small_data.SECTION:
             raise unknown_key(str(key), known)
-    if not isinstance(config.get(small_data.SECTION, {}), dict):
-        raise ConfigError(f"{small_data.SECTION} must be a section of settings, not a single value")
-    check_small_data(small_data.section_of(config), known)
+    check_small_data(config.get(small_data.SECTION, {}), known)
     config["seed"] = check_value("seed", config.get("seed", 0), int)
     for name, section_class in TYPED_SECTIONS.items():
         config[name] = checked_section(name, config[name], section_class)
 
 
-def check_small_data(section: dict, known: list[str]) -> None:
-    """The ``small_data`` section's limit is a count and its settings name known sections (their values
-    are checked with the rest of the config once they apply)."""
+def check_small_data(section: Any, known: list[str]) -> None:
+    """The ``small_data`` section is a mapping, its limit a count and its settings name known sections
+    (their values are checked with the rest of the config once they apply)."""
+    if not isinstance(section, dict):
+        raise ConfigError(f"{small_data.SECTION} must be a section of settings, not a single value")
     limit = section.get(small_data.LIMIT, 0)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
         name = f"{small_data.SECTION}.{small_data.LIMIT}"

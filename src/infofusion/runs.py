@@ -41,6 +41,7 @@ import yaml
 
 from .config import ConfigError, load_yaml, resolve_config
 from .models import DataInfo, InfoFusionModel, build_model
+from .trees import flat_items
 
 CONFIG = "config.yaml"
 BEST = "best.pt"
@@ -110,16 +111,6 @@ def load_checkpoint(path: Path, device: str | torch.device) -> dict:
     if not isinstance(state, dict) or "model" not in state:
         raise RunFolderError(f"{path} is not an infofusion checkpoint (no model weights in it)")
     return state
-
-
-def flat_items(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"train": {"lr": 1}}`` as ``{"train.lr": 1}``; used to name the keys two configs differ in."""
-    if not isinstance(tree, dict) or not tree:
-        return {prefix: tree}
-    items: dict[str, Any] = {}
-    for key, value in tree.items():
-        items.update(flat_items(value, f"{prefix}.{key}" if prefix else str(key)))
-    return items
 
 
 @dataclass

@@ -49,35 +49,3 @@ def applies(section: dict, train_utterances: int | None) -> bool:
 def settings_layer(section: dict) -> dict[str, Any]:
     """The section's settings, without its own keys: the layer merged under the user's."""
     return {key: value for key, value in section.items() if key not in (LIMIT, COUNTED, APPLIED)}
-
-
-def describe(config: dict) -> str | None:
-    """One line for the console when the settings were applied, else None."""
-    section = section_of(config)
-    if section.get(APPLIED) is not True:
-        return None
-    # Only the settings in force: one the user gave (--set, --config, --epochs) wins over them.
-    layer = flat_settings(settings_layer(section))
-    in_force = [(key, value) for key, value in layer if lookup(config, key) == value]
-    if not in_force:
-        return None
-    shown = ", ".join(f"{key}={value}" for key, value in in_force)
-    counted, limit = section[COUNTED], section[LIMIT]
-    return f"small training split ({counted:,} utterances, at most {limit:,}): {shown} (small_data)"
-
-
-def lookup(config: dict, dotted: str) -> Any:
-    node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def flat_settings(layer: dict, prefix: str = "") -> list[tuple[str, Any]]:
-    items: list[tuple[str, Any]] = []
-    for key, value in layer.items():
-        name = f"{prefix}{key}"
-        items.extend(flat_settings(value, f"{name}.") if isinstance(value, dict) else [(name, value)])
-    return items

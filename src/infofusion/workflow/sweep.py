@@ -29,12 +29,13 @@ from typing import Any
 import yaml
 
 from ..command_config import config_from_options
-from ..config import ConfigError, deep_merge, parse_override, resolve_config
+from ..config import ConfigError, parse_override, resolve_config
 from ..data.types import Dataset
 from ..metrics import LOWER_IS_BETTER, default_selection_metric
 from ..models import model_params
 from ..progress import StepProgress
 from ..trainer import Trainer, load_data_for_config
+from ..trees import deep_merge
 from . import comparable_hash, load_named_yaml, setting_kind
 from .report import markdown_table
 
