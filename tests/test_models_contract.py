@@ -151,4 +151,5 @@ def test_export_with_parity_or_a_clean_export_error(name, tmp_path):
         f"class{k}" for k in range(4)
     ]
     names = {i["name"] for i in sidecar["inputs"]}
-    assert {"mask", "features_text", "features_audio", "features_visual"} <= names
+    read = MODELS[name].modalities_read or ("text", "audio", "visual")
+    assert {"mask", *(f"features_{m}" for m in read)} <= names

@@ -100,6 +100,8 @@ def test_sentence_mode_keeps_the_sentence_vectors(tmp_path, dialogue_csvs, tiny_
         ),  # vectors computed once for training, by the predictor at inference
         ("late_fusion", ["text.mode=finetune", "text.finetune_layers=1"]),
         ("mmmie", ["text.mode=frozen", "mmmie.identity=segment"]),
+        # vectors of the adapted transformer, whose weights the run keeps for the predictor
+        ("bc_lstm", ["text.mode=adapted", "text.finetune_layers=1", "text.lr=1e-2", "text.adapt_epochs=1"]),
     ],
 )
 def test_the_predictor_reads_new_dialogues_as_training_did(

@@ -229,9 +229,11 @@ class TrainSection:
 @dataclass
 class TextSection:
     """``text``: the text front end (``infofusion.text``). ``sentence`` reads one context-free vector
-    per utterance (``data.encoder``); ``frozen``/``finetune`` run a transformer over context windows."""
+    per utterance (``data.encoder``); ``frozen``/``finetune`` run a transformer over context windows;
+    ``adapted`` fine-tunes it on the training labels first, then reads with it frozen
+    (``infofusion.text_adaptation``)."""
 
-    mode: Literal["sentence", "frozen", "finetune"] = "sentence"
+    mode: Literal["sentence", "frozen", "finetune", "adapted"] = "sentence"
     encoder: str = "all-MiniLM-L6-v2"  # the bundled MiniLM, a model directory or a Hugging Face name
     past: NonNegativeInt = 3  # preceding turns in a window
     future: NonNegativeInt = 0  # following turns; 0 keeps windows causal (what live serving sees)
@@ -243,6 +245,8 @@ class TextSection:
     layer_decay: Annotated[float, Range(0.0, 1.0, low_open=True)] = 0.9
     lr: PositiveFloat = 5.0e-5  # the transformer's own learning rate (its top layer)
     weight_decay: NonNegativeFloat = 0.01
+    adapt_epochs: PositiveInt = 2  # adapted: epochs of the text classifier that adapts the transformer
+    adapt_batch_size: PositiveInt = 16  # adapted: utterances per step of that classifier
 
 
 TYPED_SECTIONS: dict[str, type] = {"data": DataSection, "train": TrainSection, "text": TextSection}

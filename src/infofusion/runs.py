@@ -8,6 +8,7 @@ A run folder (``infofusion train --output DIR``) holds::
     history.jsonl   one JSON line per finished epoch
     metrics.json    the best checkpoint's validation (and test) metrics, written when the run finishes
     run.json        versions, git commit, command line, data sizes: how to reproduce the run
+    text_encoder.pt (``text.mode=adapted``) the adapted text transformer's learned weights, for inference
     summary.json    (with ``--seeds``) mean and std over the seeds' runs ``seed_<s>/``, and summary.md
 
 Files are replaced atomically: written to a fresh temporary file created exclusively (``O_EXCL``, a
@@ -52,6 +53,7 @@ RUN_INFO = "run.json"
 SUMMARY_JSON = "summary.json"
 SUMMARY_MARKDOWN = "summary.md"
 ONNX_MODEL = "model.onnx"
+TEXT_ENCODER = "text_encoder.pt"
 LOCK = ".lock"
 # Keys a resumed run may change: how long and where it trains, never what it learns or from which data.
 RESUME_SAFE_KEYS = frozenset({"train.epochs", "train.patience", "train.threads", "train.device"})
@@ -165,6 +167,10 @@ class RunDir:
     def onnx_path(self) -> Path:
         return self.path / ONNX_MODEL
 
+    @property
+    def text_encoder_path(self) -> Path:
+        return self.path / TEXT_ENCODER
+
     def is_run(self) -> bool:
         return self.config_path.is_file()
 
@@ -251,6 +257,10 @@ class RunDir:
 
     def load_best_state(self, device: str | torch.device) -> dict:
         return load_checkpoint(self.best_path, device)
+
+    def read_text_encoder(self) -> dict | None:
+        """The adapted text transformer (``"model"``: its learned weights), if the run has one."""
+        return load_checkpoint(self.text_encoder_path, "cpu") if self.text_encoder_path.is_file() else None
 
     # -- who may write ----------------------------------------------------------------------------------
     def holds_run(self) -> bool:
@@ -356,6 +366,9 @@ class RunDir:
 
     def write_last(self, state: dict) -> None:
         atomic_torch_save(state, self.last_path)
+
+    def write_text_encoder(self, state: dict) -> None:
+        atomic_torch_save(state, self.text_encoder_path)
 
     def start_history(self) -> None:
         atomic_write_text(self.history_path, "")

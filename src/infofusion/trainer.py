@@ -9,11 +9,11 @@ Model selection looks at the validation split only; test is evaluated once, on t
 from __future__ import annotations
 
 import os
-import random
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -31,9 +31,11 @@ from .metrics import classification_metrics, default_selection_metric, is_improv
 from .models import DataInfo, InfoFusionModel, build_model, get_model_class, model_params
 from .models.base import probabilities
 from .progress import track
+from .randomness import restore_rng_state, rng_state, seed_everything
 from .runinfo import run_information
 from .runs import RunDir
 from .text import prepare_text, text_settings, without_label_fit_features
+from .text_adaptation import adapt_text_front_end
 
 # Environment hook for tests: hard-exit (as a kill would) right after the checkpoint of this epoch.
 KILL_AFTER_EPOCH_ENV = "INFOFUSION_KILL_AFTER_EPOCH"
@@ -43,13 +45,7 @@ EpochCallback = Callable[[dict], None]
 HUGE_FEATURE = 1e15  # a feature this large overflows float32 products and squares
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
-def load_data_for_config(config: dict) -> Dataset:
+def load_data_for_config(config: dict, echo: Callable[[str], None] = print) -> Dataset:
     data = config["data"]
     text = text_settings(config)
     # A front end replaces the sentence vectors: don't spend minutes computing them first.
@@ -61,25 +57,10 @@ def load_data_for_config(config: dict) -> Dataset:
         dataset = without_label_fit_features(dataset, text)
     model_class = get_model_class(config["model_name"]) if config.get("model_name") else None
     needs_windows = model_class is not None and model_class.reads_token_embeddings(config)
-    prepare_text(dataset, text, model_needs_windows=needs_windows, cache_dir=data.get("cache_dir"))
+    # text.mode=adapted: a text classifier trained by this module's Trainer adapts the transformer first.
+    adapt = partial(adapt_text_front_end, config, trainer_class=Trainer, echo=echo)
+    prepare_text(dataset, text, needs_windows, data.get("cache_dir"), adapt)
     return dataset
-
-
-def rng_state() -> dict:
-    """RNG states as tensors and plain values, so checkpoints load with ``weights_only=True``."""
-    kind, keys, position, has_gauss, cached = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached),
-        "torch": torch.get_rng_state(),
-    }
-
-
-def restore_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    kind, keys, position, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
 
 
 class StandardizedLoader:
@@ -132,7 +113,7 @@ class Trainer:
         self.seed = int(config.get("seed", 0))
         seed_everything(self.seed)
 
-        self.dataset = dataset if dataset is not None else load_data_for_config(config)
+        self.dataset = dataset if dataset is not None else load_data_for_config(config, self.echo)
         # A trained model keeps the data description it was built with (speaker vocabulary, classes).
         self.info = info if info is not None else DataInfo.from_dataset(self.dataset)
         if info is None:
@@ -448,6 +429,8 @@ class Trainer:
             "sizes": {s: sum(len(d) for d in ds) for s, ds in self.dataset.splits.items()},
         }
         self.run_dir.write_run_info(info)
+        if "text_encoder_state" in self.dataset.meta:  # text.mode=adapted: inference reads with it
+            self.run_dir.write_text_encoder({"model": self.dataset.meta["text_encoder_state"]})
 
     def _report_epoch(self, record: dict, epochs: int) -> None:
         select = record["select"]

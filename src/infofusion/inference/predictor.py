@@ -99,6 +99,7 @@ class Predictor:
         source: str = "",
         batch_size: int = DEFAULT_BATCH_SIZE,
         device: str | torch.device = "cpu",
+        text_encoder_state: dict[str, torch.Tensor] | None = None,
     ) -> None:
         self.model = model.eval()
         self.config = config
@@ -118,7 +119,7 @@ class Predictor:
         self.allow_missing = dropout > 0 and len(info.modalities) >= 2
         self._encoder_lock = threading.Lock()
         self.window_reader = (
-            WindowReader(text_settings(config), model.text_front_end is not None)
+            WindowReader(text_settings(config), model.text_front_end is not None, text_encoder_state)
             if self.text_origin.kind == "windows"
             else None
         )
@@ -135,7 +136,9 @@ class Predictor:
         """The run's best checkpoint (:class:`~infofusion.runs.RunDir`); the training data is never read."""
         if threads:
             torch.set_num_threads(int(threads))
-        model, loaded = RunDir(run_dir).load_model(device)
+        run = RunDir(run_dir)
+        model, loaded = run.load_model(device)
+        adapted = run.read_text_encoder()  # text.mode=adapted: the transformer the text was read with
         return cls(
             model,
             loaded.config,
@@ -143,6 +146,7 @@ class Predictor:
             source=str(Path(run_dir)),
             batch_size=batch_size,
             device=device,
+            text_encoder_state=adapted["model"] if adapted else None,
         )
 
     # -- description -----------------------------------------------------------------------------

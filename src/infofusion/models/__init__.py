@@ -11,6 +11,7 @@ from .misa import MISA
 from .mmim import MMIM
 from .mmmie import MMMIE
 from .mult import MulT
+from .text_classifier import TextClassifier
 from .tfn import TFN
 
 MODELS: dict[str, type[InfoFusionModel]] = {
@@ -23,6 +24,7 @@ MODELS: dict[str, type[InfoFusionModel]] = {
     "mult": MulT,
     "misa": MISA,
     "mind": MInD,
+    "text_classifier": TextClassifier,
 }
 
 

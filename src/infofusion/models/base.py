@@ -110,6 +110,7 @@ class InfoFusionModel(nn.Module):
     has_component_codes: ClassVar[bool] = False  # collect_codes(loader): shared/private/noise codes
     has_fusion_representation: ClassVar[bool] = True  # forward's representations hold "fusion"
     exportable: ClassVar[bool] = True  # an ONNX graph of feature tensors can represent it (inference.onnx)
+    modalities_read: ClassVar[tuple[str, ...] | None] = None  # None: every modality of the data
 
     def __init__(self, info: DataInfo, config: dict) -> None:
         super().__init__()

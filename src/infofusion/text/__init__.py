@@ -7,7 +7,9 @@
 from .frontend import FrontEndSpec, TextFrontEnd, load_transformer, special_tokens
 from .prepare import attach_windows, encode_frozen, encode_windows
 from .settings import (
+    AdaptedEncoder,
     WindowReader,
+    adapted_transformer,
     front_end_spec,
     label_fit_left_out,
     prepare_text,
@@ -18,10 +20,12 @@ from .settings import (
 from .windows import WindowSpec, build_dialogue_windows, pad_windows
 
 __all__ = [
+    "AdaptedEncoder",
     "FrontEndSpec",
     "TextFrontEnd",
     "WindowReader",
     "WindowSpec",
+    "adapted_transformer",
     "attach_windows",
     "build_dialogue_windows",
     "encode_frozen",

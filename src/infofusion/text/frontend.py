@@ -131,6 +131,12 @@ class TextFrontEnd(nn.Module):
             spec.mode == "finetune" and 0 < spec.finetune_layers < len(self.layers) and self._top_runs_alone()
         )
 
+    def learned_state(self) -> dict[str, torch.Tensor]:
+        """The transformer's learning weights (by their names in its state dict), copied to the CPU."""
+        learning = {id(p) for p in self._trainable}
+        named = self.transformer.named_parameters()
+        return {name: p.detach().cpu().clone() for name, p in named if id(p) in learning}
+
     # -- which weights learn --------------------------------------------------------------------------
     def _choose_trainable(self) -> list[nn.Parameter]:
         if self.spec.mode != "finetune":

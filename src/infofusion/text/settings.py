@@ -7,19 +7,25 @@
   upstream of it learns, its pooled vectors are computed once per data set (cached on disk) and become
   the ``text`` modality, so every model reads them like any feature; when the model puts a learned
   speaker embedding into the transformer (MMMIE ``identity: segment``), the windows go to the model;
-- ``finetune``: the windows go to the model, whose :class:`~infofusion.text.TextFrontEnd` learns.
+- ``finetune``: the windows go to the model, whose :class:`~infofusion.text.TextFrontEnd` learns;
+- ``adapted``: as ``frozen``, with a transformer first fine-tuned on the training labels by the caller's
+  ``adapt`` (:mod:`infofusion.text_adaptation`, which sits above this module).
 """
 
 from __future__ import annotations
 
 import threading
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import nn
 
-from ..config import TextSection, parse_section
-from ..data.text_encoder import load_tokenizer
+from ..config import ConfigError, TextSection, parse_section
+from ..data.text_encoder import TextEncoderError, load_tokenizer
 from ..data.types import Dataset, Dialogue
 from .frontend import FrontEndSpec, TextFrontEnd, load_transformer, special_tokens, transformer_config
 from .prepare import (
@@ -43,10 +49,32 @@ def window_spec(text: TextSection) -> WindowSpec:
 
 
 def front_end_spec(text: TextSection) -> FrontEndSpec:
-    mode = "frozen" if text.mode == "sentence" else text.mode
+    # An adapted transformer reads like a frozen one: its weights no longer change.
+    mode = "frozen" if text.mode in ("sentence", "adapted") else text.mode
     return FrontEndSpec(
         text.encoder, mode, text.pooling, text.segments, text.finetune_layers, text.layer_decay
     )
+
+
+@dataclass(frozen=True)
+class AdaptedEncoder:
+    """A transformer fine-tuned on a data set's training labels: its learned weights (the rest are the
+    encoder's own) and a key naming how it was made (data, labels, seed, settings)."""
+
+    state: dict[str, torch.Tensor]
+    key: str
+
+
+def adapted_transformer(encoder: str, state: dict[str, torch.Tensor]) -> nn.Module:
+    """``encoder``'s transformer with the adapted weights ``state`` loaded over its own."""
+    transformer = load_transformer(encoder)
+    missing = sorted(set(state) - set(transformer.state_dict()))
+    if missing:
+        raise TextEncoderError(
+            f"the adapted weights do not fit {encoder} (no parameter {missing[0]!r})", field="text.encoder"
+        )
+    transformer.load_state_dict(state, strict=False)
+    return transformer
 
 
 def prepare_text(
@@ -54,9 +82,12 @@ def prepare_text(
     text: TextSection,
     model_needs_windows: bool = False,
     cache_dir: str | Path | None = None,
+    adapt: Callable[[Dataset], AdaptedEncoder] | None = None,
 ) -> bool:
-    """Build the windows (and, for a frozen front end, the vectors) of ``dataset`` in place.
+    """Build the windows (and, for a frozen or adapted front end, the vectors) of ``dataset`` in place.
 
+    ``adapt`` (``text.mode=adapted``) fine-tunes the transformer on ``dataset``, whose utterances then
+    carry their windows and a placeholder ``text`` vector, as for ``finetune``.
     Returns whether the windows stay on the utterances for the model's own front end.
     """
     if text.mode == "sentence" or "text" not in dataset.modalities:
@@ -77,25 +108,33 @@ def prepare_text(
     utterances = [u for split in dataset.splits.values() for d in split for u in d.utterances]
     # Recorded with the model (DataInfo.provenance): inference must read new transcripts the same way.
     dataset.meta["text_front_end"] = {"mode": text.mode, "encoder": text.encoder}
-    if text.mode == "frozen" and not model_needs_windows:
-        spec = front_end_spec(text)
-        encode_frozen(
-            dataset,
-            spec,
-            int(transformer_config(text.encoder).hidden_size),
-            lambda: TextFrontEnd(spec, load_transformer(text.encoder)),
-            special.pad,
-            window_spec(text).key(),
-            cache_dir,
-        )
-        for utterance in utterances:
-            utterance.window = None
-        return False
+    hidden = int(transformer_config(text.encoder).hidden_size)
     # The model computes the text vectors itself; the placeholder only gives the modality its size.
-    placeholder = np.zeros(int(transformer_config(text.encoder).hidden_size), dtype=np.float32)
+    placeholder = np.zeros(hidden, dtype=np.float32)
     for utterance in utterances:
         utterance.features["text"] = placeholder
-    return True
+    if text.mode == "finetune" or model_needs_windows:
+        if text.mode == "adapted":
+            raise ConfigError(
+                "text.mode=adapted computes the text vectors once, but this model puts learned vectors "
+                "into the transformer (mmmie.identity=segment): use text.mode=frozen or finetune"
+            )
+        return True
+    spec = front_end_spec(text)
+    settings_key = window_spec(text).key()
+    load_front_end = lambda: TextFrontEnd(spec, load_transformer(text.encoder))  # noqa: E731
+    if text.mode == "adapted":
+        if adapt is None:
+            raise ConfigError("text.mode=adapted needs a training run to adapt the transformer (train)")
+        adapted = adapt(dataset)
+        dataset.meta["text_encoder_state"] = adapted.state
+        dataset.meta["text_front_end"]["adaptation"] = adapted.key
+        settings_key += f"|adapted:{adapted.key}"
+        load_front_end = lambda: TextFrontEnd(spec, adapted_transformer(text.encoder, adapted.state))  # noqa: E731
+    encode_frozen(dataset, spec, hidden, load_front_end, special.pad, settings_key, cache_dir)
+    for utterance in utterances:
+        utterance.window = None
+    return False
 
 
 def label_fit_left_out(dataset: Dataset, text: TextSection) -> list[str]:
@@ -138,12 +177,21 @@ class WindowReader:
     Each utterance gets the window training built for it from its dialogue (causal windows need only
     the past, so a live session's newest turn reads as it would in training). When the model has no
     front end of its own (a frozen one whose vectors were computed once for training), the same
-    frozen transformer computes the ``text`` vectors here.
+    frozen transformer computes the ``text`` vectors here: for ``text.mode=adapted``, with the adapted
+    weights the run kept (``encoder_state``).
     """
 
-    def __init__(self, text: TextSection, model_reads_windows: bool) -> None:
+    def __init__(
+        self,
+        text: TextSection,
+        model_reads_windows: bool,
+        encoder_state: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        if text.mode == "adapted" and encoder_state is None and not model_reads_windows:
+            raise TextEncoderError("text.mode=adapted: the run holds no adapted text encoder weights")
         self.text = text
         self.model_reads_windows = model_reads_windows
+        self.encoder_state = encoder_state
         tokenizer = load_tokenizer(text.encoder)
         self.special = special_tokens(tokenizer)
         self.tokenize = memoized_tokenizer(tokenizer)
@@ -161,7 +209,12 @@ class WindowReader:
         utterances = [u for d in dialogues for u in d.utterances]
         with self._lock:  # the transformer loads once, on first use, whatever the number of threads
             if self._front_end is None:
-                self._front_end = TextFrontEnd(front_end_spec(self.text), load_transformer(self.text.encoder))
+                transformer = (
+                    adapted_transformer(self.text.encoder, self.encoder_state)
+                    if self.encoder_state is not None
+                    else load_transformer(self.text.encoder)
+                )
+                self._front_end = TextFrontEnd(front_end_spec(self.text), transformer)
             vectors = encode_windows(self._front_end, [u.window for u in utterances], self.special.pad)
         for utterance, vector in zip(utterances, vectors, strict=True):
             utterance.features["text"] = vector
