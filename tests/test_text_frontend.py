@@ -97,6 +97,19 @@ def test_layer_wise_learning_rate_decay():
     assert embeddings <= {id(p) for p in groups[-1]["params"]}
 
 
+@pytest.mark.parametrize("optimizer", [torch.optim.Adam, torch.optim.AdamW])
+def test_the_transformers_weight_decay_is_decoupled(optimizer):
+    front_end = TextFrontEnd(FrontEndSpec(mode="finetune", finetune_layers=1), tiny_bert())
+    groups = front_end.parameter_groups(1e-3, 0.01)
+    weight = groups[0]["params"][0]
+    before = weight.detach().clone()
+    step = optimizer([{"params": [torch.nn.Parameter(torch.zeros(1))]}, *groups], lr=1.0)
+    weight.grad = torch.zeros_like(weight)  # no loss gradient: only the decay moves it
+    step.step()
+    # decoupled: w · (1 - lr · wd); as L2 in Adam's gradient it would move by lr (1e-3) a step
+    assert torch.allclose(weight.detach(), before * (1 - 1e-3 * 0.01))
+
+
 def test_pooling_target_cls_and_window_differ(batch):
     windows, lengths = batch
     model = tiny_bert()

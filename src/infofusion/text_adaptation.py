@@ -40,6 +40,8 @@ from .text.windows import windows_digest
 CLASSIFIER = "text_classifier"
 # The main run's settings the classifier shares; the rest of its training settings are its own YAML's.
 SHARED_TRAIN_SETTINGS = ("threads", "device", "select_metric")
+# Raised when the adaptation learns differently with the same settings (a cached one is then not reused).
+ADAPTATION_VERSION = 2  # 2: the transformer's weight decay is decoupled
 # Settings that change where or how fast the classifier runs, not what it learns.
 UNKEYED_TRAIN_SETTINGS = ("threads", "device", "eval_batch_size", "log_every")
 
@@ -65,6 +67,7 @@ def adaptation_key(classifier_config: dict, dataset: Dataset) -> str:
         digest.update(json.dumps([split, labels]).encode())
     train = {k: v for k, v in classifier_config["train"].items() if k not in UNKEYED_TRAIN_SETTINGS}
     settings = {
+        "version": ADAPTATION_VERSION,
         "seed": classifier_config["seed"],
         "text": classifier_config["text"],
         "model": classifier_config["model"],
@@ -93,10 +96,10 @@ def adapt_text_front_end(
     if folder.text_encoder_path.is_file():
         return AdaptedEncoder(folder.read_text_encoder()["model"], key)
     text = classifier["text"]
+    layers = f"the top {text['finetune_layers']} layers" if text["finetune_layers"] else "all layers"
     echo(
         f"adapting {text['encoder']} to the training labels first (text.mode=adapted): {CLASSIFIER}, "
-        f"{classifier['train']['epochs']} epochs, top {text['finetune_layers'] or 'all'} layers at "
-        f"text.lr {text['lr']:g}, into {folder.path}"
+        f"{classifier['train']['epochs']} epochs, {layers} at text.lr {text['lr']:g}, into {folder.path}"
     )
     # The main model starts from the same random state whether the adaptation ran or was cached.
     with random_state_kept(), folder.claim(classifier, overwrite=True):

@@ -82,7 +82,9 @@ class TextOrigin:
     def of(cls, model: InfoFusionModel, provenance: dict) -> TextOrigin:
         """The model's own reading of transcripts, or how the training data's text was made."""
         if model.text_front_end is not None or provenance["text"]["kind"] == "front_end":
-            return cls("windows", text_settings(model.config).encoder)
+            text = text_settings(model.config)
+            adapted = " (adapted to the training labels)" if text.mode == "adapted" else ""
+            return cls("windows", text.encoder + adapted)
         text = provenance["text"]
         return cls(text["kind"], text.get("encoder"))
 

@@ -152,7 +152,11 @@ class TextFrontEnd(nn.Module):
 
     def parameter_groups(self, lr: float, weight_decay: float) -> list[dict]:
         """Optimiser groups with layer-wise learning-rate decay: the top layer at ``lr``, the one below
-        at ``lr · layer_decay``, ..., the embeddings below the bottom layer."""
+        at ``lr · layer_decay``, ..., the embeddings below the bottom layer.
+
+        Their weight decay is decoupled (AdamW's, as BERT was fine-tuned), whatever the main optimiser:
+        as an L2 term in Adam's gradient it outweighs the small fine-tuning gradients and walks every
+        pretrained weight towards zero by about ``lr`` a step."""
         trainable = {id(p) for p in self._trainable}
         depth_of: dict[int, int] = {}
         for depth, layer in enumerate(reversed(self.layers)):
@@ -164,7 +168,12 @@ class TextFrontEnd(nn.Module):
                 # Embeddings (and anything else outside the blocks) sit below the bottom layer.
                 groups.setdefault(depth_of.get(id(parameter), len(self.layers)), []).append(parameter)
         return [
-            {"params": params, "lr": lr * self.spec.layer_decay**depth, "weight_decay": weight_decay}
+            {
+                "params": params,
+                "lr": lr * self.spec.layer_decay**depth,
+                "weight_decay": weight_decay,
+                "decoupled_weight_decay": True,
+            }
             for depth, params in sorted(groups.items())
         ]
 
