@@ -34,7 +34,7 @@ def options(model: str, data: str, *overrides: str, epochs: int | None = None, c
 def test_a_small_transcribed_split_gets_the_small_data_settings(csv_folder):
     plain = resolve_config("mmim", None, [f"data.spec={csv_folder}"])
     sized = config_from_options(options("mmim", csv_folder))
-    assert plain["text"]["mode"] == "frozen" and plain["train"]["epochs"] == 40
+    assert plain["text"]["mode"] == "adapted" and plain["train"]["epochs"] == 40
     assert sized["text"]["mode"] == "finetune" and sized["train"]["epochs"] == 4
     assert sized["small_data"]["train_utterances"] == TRAIN_UTTERANCES
     assert sized["small_data"]["applied"] is True
@@ -60,10 +60,10 @@ def test_a_split_over_the_limit_or_without_transcripts_keeps_the_defaults(csv_fo
     over = config_from_options(
         options("mmim", csv_folder, f"small_data.max_train_utterances={TRAIN_UTTERANCES - 1}")
     )
-    assert over["text"]["mode"] == "frozen" and over["small_data"]["applied"] is False
+    assert over["text"]["mode"] == "adapted" and over["small_data"]["applied"] is False
     assert over["small_data"]["train_utterances"] == TRAIN_UTTERANCES
     synthetic = config_from_options(options("mmim", "synthetic"))
-    assert synthetic["text"]["mode"] == "frozen" and "train_utterances" not in synthetic["small_data"]
+    assert synthetic["text"]["mode"] == "adapted" and "train_utterances" not in synthetic["small_data"]
     baseline = config_from_options(options("late_fusion", csv_folder))  # its YAML has no small_data
     assert "small_data" not in baseline and baseline["text"]["mode"] == "sentence"
 
