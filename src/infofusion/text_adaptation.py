@@ -43,7 +43,7 @@ SHARED_TRAIN_SETTINGS = ("threads", "device", "select_metric")
 # Raised when the adaptation learns differently with the same settings (a cached one is then not reused).
 ADAPTATION_VERSION = 2  # 2: the transformer's weight decay is decoupled
 # Settings that change where or how fast the classifier runs, not what it learns.
-UNKEYED_TRAIN_SETTINGS = ("threads", "device", "eval_batch_size", "log_every")
+UNKEYED_TRAIN_SETTINGS = ("threads", "device", "eval_batch_size")
 
 
 def adaptation_config(config: dict) -> dict:
