@@ -34,7 +34,7 @@ from .progress import track
 from .randomness import restore_rng_state, rng_state, seed_everything
 from .runinfo import run_information
 from .runs import RunDir
-from .text import prepare_text, text_settings, without_label_fit_features
+from .text import ADAPTED_STATE_KEY, prepare_text, text_settings, without_label_fit_features
 from .text_adaptation import adapt_text_front_end
 
 # Environment hook for tests: hard-exit (as a kill would) right after the checkpoint of this epoch.
@@ -429,8 +429,8 @@ class Trainer:
             "sizes": {s: sum(len(d) for d in ds) for s, ds in self.dataset.splits.items()},
         }
         self.run_dir.write_run_info(info)
-        if "text_encoder_state" in self.dataset.meta:  # text.mode=adapted: inference reads with it
-            self.run_dir.write_text_encoder({"model": self.dataset.meta["text_encoder_state"]})
+        if ADAPTED_STATE_KEY in self.dataset.meta:  # text.mode=adapted: inference reads with it
+            self.run_dir.write_text_encoder({"model": self.dataset.meta[ADAPTED_STATE_KEY]})
 
     def _report_epoch(self, record: dict, epochs: int) -> None:
         select = record["select"]

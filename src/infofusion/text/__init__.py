@@ -7,6 +7,7 @@
 from .frontend import FrontEndSpec, TextFrontEnd, load_transformer, special_tokens
 from .prepare import attach_windows, encode_frozen, encode_windows
 from .settings import (
+    ADAPTED_STATE_KEY,
     AdaptedEncoder,
     WindowReader,
     adapted_transformer,
@@ -20,6 +21,7 @@ from .settings import (
 from .windows import WindowSpec, build_dialogue_windows, pad_windows
 
 __all__ = [
+    "ADAPTED_STATE_KEY",
     "AdaptedEncoder",
     "FrontEndSpec",
     "TextFrontEnd",

@@ -37,6 +37,9 @@ from .prepare import (
 )
 from .windows import WindowSpec
 
+# dataset.meta key of the adapted transformer weights (text.mode=adapted), which the run keeps.
+ADAPTED_STATE_KEY = "text_encoder_state"
+
 
 def text_settings(config: dict) -> TextSection:
     """The resolved config's ``text`` section, typed (:class:`infofusion.config.TextSection` owns its
@@ -127,7 +130,7 @@ def prepare_text(
         if adapt is None:
             raise ConfigError("text.mode=adapted needs a training run to adapt the transformer (train)")
         adapted = adapt(dataset)
-        dataset.meta["text_encoder_state"] = adapted.state
+        dataset.meta[ADAPTED_STATE_KEY] = adapted.state
         dataset.meta["text_front_end"]["adaptation"] = adapted.key
         settings_key += f"|adapted:{adapted.key}"
         load_front_end = lambda: TextFrontEnd(spec, adapted_transformer(text.encoder, adapted.state))  # noqa: E731
