@@ -25,8 +25,11 @@ $(DEV_STAMP): pyproject.toml | $(BIN)/python
 demo: $(CORE_STAMP)
 	$(BIN)/infofusion demo
 
+# One pytest worker per CPU core (pytest-xdist), each test file on one worker so that its module
+# fixtures are built once; the in-process tests run torch on one thread, so one process alone leaves
+# the other cores idle.
 test: $(DEV_STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests benchmarks
