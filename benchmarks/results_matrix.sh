@@ -4,8 +4,9 @@
 # read one sentence vector per utterance; here they read the same text front end as the seed models,
 # adapted to the training labels (each seed's adaptation is cached and shared by every model;
 # BASELINE_TEXT=frozen gives the frozen MiniLM, BASELINE_TEXT=sentence their YAML), so every row sees the
-# same text (except on MOSI, where the seed models fine-tune it end to end: their small_data settings). A model/data
-# pair whose summary.json exists is skipped, so a killed job resumes. Then `infofusion report` tables it.
+# same text, except on MOSI, where the seed models fine-tune it end to end (their small_data settings).
+# A model/data pair whose summary.json exists is skipped, so a killed job resumes. Then
+# `infofusion report` tables it.
 #   bash benchmarks/results_matrix.sh [OUTPUT=runs/results] [DATA_ROOT=../shared/data]
 set -euo pipefail
 output=${1:-runs/results}
