@@ -34,7 +34,7 @@ from .progress import track
 from .randomness import restore_rng_state, rng_state, seed_everything
 from .runinfo import run_information
 from .runs import RunDir
-from .text import ADAPTED_STATE_KEY, prepare_text, text_settings, without_label_fit_features
+from .text import ADAPTED_STATE_KEY, FRONT_END_KEY, prepare_text, text_settings, without_label_fit_features
 from .text_adaptation import adapt_text_front_end
 
 # Environment hook for tests: hard-exit (as a kill would) right after the checkpoint of this epoch.
@@ -119,7 +119,7 @@ class Trainer:
         if info is None:
             # Decided now, while the data's files are where the config says (data/provenance.py).
             self.info.provenance = data_provenance(config["data"], self.info.modalities)
-            front_end = self.dataset.meta.get("text_front_end")
+            front_end = self.dataset.meta.get(FRONT_END_KEY)
             if front_end:  # the text front end read the transcripts (infofusion.text.prepare_text)
                 self.info.provenance["text"] = {"kind": "front_end", "encoder": front_end["encoder"]}
         if info is None and config["data"].get("standardize"):

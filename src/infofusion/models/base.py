@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from ..config import Fraction, PositiveInt, parse_sections, section
 from ..data.batching import Batch, DialogueLoader, speaker_vocabulary
 from ..data.types import Dataset
-from ..text import TextFrontEnd, front_end_spec, text_settings
+from ..text import FRONT_END_KEY, TextFrontEnd, front_end_spec, text_settings
 
 
 @dataclass
@@ -66,7 +66,7 @@ class DataInfo:
             has_tokens=dataset.has_tokens,
             class_names=dataset.classes,
             text_windows=dataset.has_windows,
-            text_front_end=bool(dataset.meta.get("text_front_end")),
+            text_front_end=bool(dataset.meta.get(FRONT_END_KEY)),
         )
 
     @property

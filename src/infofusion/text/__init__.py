@@ -8,6 +8,7 @@ from .frontend import FrontEndSpec, TextFrontEnd, load_transformer, special_toke
 from .prepare import attach_windows, encode_frozen, encode_windows
 from .settings import (
     ADAPTED_STATE_KEY,
+    FRONT_END_KEY,
     AdaptedEncoder,
     WindowReader,
     adapted_transformer,
@@ -22,6 +23,7 @@ from .windows import WindowSpec, build_dialogue_windows, pad_windows
 
 __all__ = [
     "ADAPTED_STATE_KEY",
+    "FRONT_END_KEY",
     "AdaptedEncoder",
     "FrontEndSpec",
     "TextFrontEnd",

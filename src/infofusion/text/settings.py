@@ -39,6 +39,9 @@ from .windows import WindowSpec
 
 # dataset.meta key of the adapted transformer weights (text.mode=adapted), which the run keeps.
 ADAPTED_STATE_KEY = "text_encoder_state"
+# dataset.meta key of how the front end read the transcripts (mode, encoder, adaptation): its presence
+# says the text vectors are the front end's, not the file's.
+FRONT_END_KEY = "text_front_end"
 
 
 def text_settings(config: dict) -> TextSection:
@@ -110,7 +113,7 @@ def prepare_text(
     attach_windows(dataset, tokenizer, special, window_spec(text))
     utterances = [u for split in dataset.splits.values() for d in split for u in d.utterances]
     # Recorded with the model (DataInfo.provenance): inference must read new transcripts the same way.
-    dataset.meta["text_front_end"] = {"mode": text.mode, "encoder": text.encoder}
+    dataset.meta[FRONT_END_KEY] = {"mode": text.mode, "encoder": text.encoder}
     hidden = int(transformer_config(text.encoder).hidden_size)
     # The model computes the text vectors itself; the placeholder only gives the modality its size.
     placeholder = np.zeros(hidden, dtype=np.float32)
@@ -131,7 +134,7 @@ def prepare_text(
             raise ConfigError("text.mode=adapted needs a training run to adapt the transformer (train)")
         adapted = adapt(dataset)
         dataset.meta[ADAPTED_STATE_KEY] = adapted.state
-        dataset.meta["text_front_end"]["adaptation"] = adapted.key
+        dataset.meta[FRONT_END_KEY]["adaptation"] = adapted.key
         settings_key += f"|adapted:{adapted.key}"
         load_front_end = lambda: TextFrontEnd(spec, adapted_transformer(text.encoder, adapted.state))  # noqa: E731
     encode_frozen(dataset, spec, hidden, load_front_end, special.pad, settings_key, cache_dir)
