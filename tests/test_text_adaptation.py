@@ -3,17 +3,31 @@ Trainer, its run cached), then every model reads with the adapted transformer, f
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from data_factories import write_dialogue_csvs
 from infofusion.config import ConfigError, resolve_config
+from infofusion.data.text_encoder import load_tokenizer
 from infofusion.runs import RunDir
-from infofusion.text import load_transformer
+from infofusion.text import (
+    ADAPTED_STATE_KEY,
+    TextFrontEnd,
+    adapted_transformer,
+    encode_windows,
+    front_end_spec,
+    load_transformer,
+    special_tokens,
+    text_settings,
+)
+from infofusion.text_adaptation import adapt_text_front_end, training_folds
 from infofusion.trainer import Trainer, load_data_for_config
 from text_fixtures import save_tiny_bert
 
-ADAPTED = ["text.mode=adapted", "text.finetune_layers=1", "text.lr=1e-2", "text.adapt_epochs=2"]
+# The default (cross-fitted, text.adapt_folds=2) and one classifier for the whole training split.
+CROSS_FITTED = ["text.mode=adapted", "text.finetune_layers=1", "text.lr=1e-2", "text.adapt_epochs=2"]
+ADAPTED = [*CROSS_FITTED, "text.adapt_folds=1"]
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +140,63 @@ def test_preparing_adapted_text_without_a_trainer_is_a_config_error(dialogue_csv
     text = text_settings({"text": {"mode": "adapted", "encoder": tiny_encoder}})
     with pytest.raises(ConfigError, match="needs a training run"):
         prepare_text(dataset, text)
+
+
+def test_training_folds_deal_every_dialogue_to_one_fold_by_the_seed():
+    folds = training_folds(7, 2, seed=1)
+    assert len(folds) == 7 and sorted(set(folds)) == [0, 1]
+    assert sorted(folds.count(k) for k in (0, 1)) == [3, 4]
+    assert training_folds(7, 2, seed=1) == folds
+    assert any(training_folds(7, 2, seed=s) != folds for s in range(2, 6))
+    assert sorted(training_folds(9, 3, seed=0)) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+
+
+def test_each_fold_classifier_learns_every_training_dialogue_but_its_fold(
+    tmp_path, dialogue_csvs, tiny_encoder
+):
+    config = config_for("late_fusion", dialogue_csvs, tiny_encoder, tmp_path / "cache", *CROSS_FITTED)
+    windowed = load_data_for_config({**config, "text": {**config["text"], "mode": "finetune"}})
+    learned: list[set[str]] = []
+
+    class RecordingTrainer(Trainer):
+        def __init__(self, classifier, output, dataset, echo):
+            learned.append({d.id for d in dataset.splits["train"]})
+            assert "test" not in dataset.splits  # epochs are chosen on the validation split only
+            super().__init__(classifier, output, dataset=dataset, echo=echo)
+
+    adapted = adapt_text_front_end(config, windowed, RecordingTrainer, echo=lambda _: None)
+    train = windowed.splits["train"]
+    assert adapted.train_fold == training_folds(len(train), 2, config["seed"])
+    for fold, seen in enumerate(learned):
+        assert seen == {d.id for d, k in zip(train, adapted.train_fold, strict=True) if k != fold}
+    assert len(adapted.fold_states) == 2
+    for name, value in adapted.state.items():  # the other splits are read with the folds' mean weights
+        torch.testing.assert_close(value, (adapted.fold_states[0][name] + adapted.fold_states[1][name]) / 2)
+
+
+def test_cross_fitted_training_vectors_come_from_the_classifier_that_did_not_learn_them(
+    tmp_path, dialogue_csvs, tiny_encoder
+):
+    cache = tmp_path / "cache"
+    config = config_for("bc_lstm", dialogue_csvs, tiny_encoder, cache, *CROSS_FITTED)
+    dataset = load_data_for_config(config, lambda _: None)
+    folders = sorted(p.name for p in (cache / "text-adapted").iterdir())
+    assert len(folders) == 2 and folders[0].endswith("-fold1of2") and folders[1].endswith("-fold2of2")
+    fold_states = [RunDir(cache / "text-adapted" / name).read_text_encoder()["model"] for name in folders]
+    windows = load_data_for_config({**config, "text": {**config["text"], "mode": "finetune"}})
+    text = text_settings(config)
+    pad = special_tokens(load_tokenizer(tiny_encoder)).pad
+
+    def read(state, utterance):
+        front_end = TextFrontEnd(front_end_spec(text), adapted_transformer(tiny_encoder, state))
+        return encode_windows(front_end, [utterance.window], pad)[0]
+
+    train_fold = training_folds(len(dataset.splits["train"]), 2, config["seed"])
+    for index, fold in enumerate(train_fold):
+        target = dataset.splits["train"][index].utterances[0].features["text"]
+        window = windows.splits["train"][index].utterances[0]
+        np.testing.assert_allclose(target, read(fold_states[fold], window), atol=1e-5)
+        assert not np.allclose(target, read(fold_states[1 - fold], window), atol=1e-5)
+    mean = dataset.meta[ADAPTED_STATE_KEY]  # what the run keeps for inference
+    valid = dataset.splits["valid"][0].utterances[1].features["text"]
+    np.testing.assert_allclose(valid, read(mean, windows.splits["valid"][0].utterances[1]), atol=1e-5)

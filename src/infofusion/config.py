@@ -247,6 +247,9 @@ class TextSection:
     weight_decay: NonNegativeFloat = 0.01
     adapt_epochs: PositiveInt = 2  # adapted: epochs of the text classifier that adapts the transformer
     adapt_batch_size: PositiveInt = 16  # adapted: utterances per step of that classifier
+    # adapted: cross-fitting. With K > 1, K classifiers each learn all training dialogues but one fold and
+    # read that fold, so no training vector is fit to its own label; their mean weights read the rest.
+    adapt_folds: PositiveInt = 2
 
 
 TYPED_SECTIONS: dict[str, type] = {"data": DataSection, "train": TrainSection, "text": TextSection}

@@ -11,24 +11,37 @@ MMMIE paper's "frozen feature extractor" with an extractor that knows the task:
 2. its transformer's learned weights compute every utterance's vector once (cached on disk), and the
    model trains on those vectors like on any feature, for as many cheap epochs as it needs.
 
+Cross-fitted by default (``text.adapt_folds``: 2): the training dialogues are dealt into K folds, K
+classifiers each learn all folds but one and read the one they did not learn, and the mean of their
+weights reads the validation and test splits and, at inference, new transcripts. A classifier's vectors
+of its own training utterances are fit to their labels, and a model trained on them trusts the text more
+than new utterances bear out (MMMIE on IEMOCAP dev: 57.2 weighted F1 adapted without folds, 60.9 frozen,
+64.3 cross-fitted, seed 1; ``docs/text.md``). With K = 2 the K classifiers together cost what one costs
+on the whole training split.
+
 On 2 CPU cores a fine-tuning epoch of IEMOCAP or MELD costs minutes while the dialogue models need tens
 of epochs, so fine-tuning them end to end does not fit in a run; this does (``docs/text.md``).
 
-The classifier's run folder is kept in the cache (``$INFOFUSION_CACHE/text-adapted/<key>``), keyed by
-the windows, every split's labels, the seed and the classifier's settings: each model trained on the
-same data with the same seed and text settings reuses it. The model's run keeps the learned weights
+Each classifier's run folder is kept in the cache (``$INFOFUSION_CACHE/text-adapted/<key>``, with
+``-fold<k>of<K>`` when cross-fitted), keyed by the windows, every split's labels, the seed and the
+classifier's settings: each model trained on the same data with the same seed and text settings reuses
+it. The model's run keeps the learned weights
 (``text_encoder.pt``) so that inference reads new transcripts with the same transformer.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .config import resolve_config
+import numpy as np
+import torch
+
+from .config import ConfigError, resolve_config
 from .data.text_encoder import default_cache_dir
 from .data.types import Dataset
 from .randomness import random_state_kept
@@ -82,6 +95,15 @@ def adaptation_folder(config: dict, key: str) -> RunDir:
     return RunDir((Path(cache) if cache else default_cache_dir()) / "text-adapted" / key)
 
 
+def training_folds(dialogues: int, folds: int, seed: int) -> tuple[int, ...]:
+    """The fold of each training dialogue: a seeded shuffle dealt round-robin, so folds differ in size
+    by one dialogue at most. Whole dialogues, because a window reads its dialogue's earlier turns."""
+    order = np.random.default_rng(seed).permutation(dialogues)
+    fold = np.empty(dialogues, dtype=np.int64)
+    fold[order] = np.arange(dialogues) % folds
+    return tuple(int(k) for k in fold)
+
+
 def adapt_text_front_end(
     config: dict,
     dataset: Dataset,
@@ -89,17 +111,58 @@ def adapt_text_front_end(
     echo: Callable[[str], None] = print,
 ) -> AdaptedEncoder:
     """The adapted transformer weights for ``dataset`` (whose utterances carry their windows): read
-    from the cache, or learned by ``trainer_class`` (the Trainer) on the text classifier and cached."""
+    from the cache, or learned by ``trainer_class`` (the Trainer) on the text classifier and cached.
+
+    With ``text.adapt_folds`` K > 1 (cross-fitting), K classifiers learn the training split less one fold
+    each (:func:`training_folds`), and their weights' mean reads the other splits and new transcripts.
+    Why: a classifier's vectors of the very utterances it learned are fit to their labels (its training
+    loss falls far below its validation loss), so a model trained on them learns to trust the text more
+    than new utterances bear out; each held-out fold's vectors are as good as a new utterance's.
+    """
     classifier = adaptation_config(config)
     key = adaptation_key(classifier, dataset)
-    folder = adaptation_folder(config, key)
+    folds = int(classifier["text"]["adapt_folds"])
+    if folds == 1:
+        return AdaptedEncoder(_adapted_state(classifier, dataset, key, trainer_class, echo), key)
+    train = dataset.splits["train"]
+    if len(train) < folds:
+        raise ConfigError(
+            f"text.adapt_folds={folds}: the training split has {len(train)} dialogues, fewer than the folds"
+        )
+    train_fold = training_folds(len(train), folds, int(classifier["seed"]))
+    fold_states = []
+    for fold in range(folds):
+        learned = [d for d, k in zip(train, train_fold, strict=True) if k != fold]
+        # The classifier's epochs are chosen on the validation split; the test split is not needed.
+        splits = {"train": learned, "valid": dataset.splits.get("valid", [])}
+        part = dataclasses.replace(dataset, splits=splits)
+        label = f"fold {fold + 1}/{folds}: learns {len(learned)} of {len(train)} training dialogues"
+        fold_states.append(
+            _adapted_state(classifier, part, f"{key}-fold{fold + 1}of{folds}", trainer_class, echo, label)
+        )
+    mean = {name: torch.stack([s[name] for s in fold_states]).mean(0) for name in fold_states[0]}
+    return AdaptedEncoder(mean, key, tuple(fold_states), train_fold)
+
+
+def _adapted_state(
+    classifier: dict,
+    dataset: Dataset,
+    key: str,
+    trainer_class: Callable[..., Any],
+    echo: Callable[[str], None],
+    label: str = "",
+) -> dict[str, torch.Tensor]:
+    """One classifier's learned transformer weights: from its cache folder, or trained there."""
+    folder = adaptation_folder(classifier, key)
     if folder.text_encoder_path.is_file():
-        return AdaptedEncoder(folder.read_text_encoder()["model"], key)
+        return folder.read_text_encoder()["model"]
     text = classifier["text"]
     layers = f"the top {text['finetune_layers']} layers" if text["finetune_layers"] else "all layers"
     echo(
         f"adapting {text['encoder']} to the training labels first (text.mode=adapted): {CLASSIFIER}, "
-        f"{classifier['train']['epochs']} epochs, {layers} at text.lr {text['lr']:g}, into {folder.path}"
+        f"{classifier['train']['epochs']} epochs, {layers} at text.lr {text['lr']:g}"
+        + (f", {label}" if label else "")
+        + f", into {folder.path}"
     )
     # The main model starts from the same random state whether the adaptation ran or was cached.
     with random_state_kept(), folder.claim(classifier, overwrite=True):
@@ -111,4 +174,4 @@ def adapt_text_front_end(
         folder.write_text_encoder({"model": state, "encoder": text["encoder"], "key": key})
     metric = trainer.select_metric
     echo(f"adaptation: best epoch {metrics['best_epoch']}, valid {metric} {metrics['valid'][metric]:.4f}")
-    return AdaptedEncoder(state, key)
+    return state

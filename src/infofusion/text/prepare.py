@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -163,21 +164,54 @@ def encode_frozen(
     pad_id: int,
     window_key: str,
     cache_dir: str | Path | None = None,
+    fold_readers: CrossFitReaders | None = None,
 ) -> None:
     """Replace the ``text`` modality of every utterance with the frozen front end's ``hidden``-wide
     vector (in place). ``load_front_end`` is called only when the cache misses: a data set whose vectors
-    are cached never pays for loading the transformer's weights."""
+    are cached never pays for loading the transformer's weights. With ``fold_readers`` the training
+    split's dialogues are read by their folds' front ends instead (cross-fitting), the rest by
+    ``load_front_end``; ``window_key`` must then name the folds."""
     windows = all_windows(dataset)
     path = _cache_path(windows_digest(windows), f"{spec.cache_key()}|{window_key}", cache_dir)
     vectors = _read(path, len(windows), hidden)
     if vectors is None:
-        vectors = encode_windows(load_front_end(), windows, pad_id)
+        if fold_readers is None:
+            vectors = encode_windows(load_front_end(), windows, pad_id)
+        else:
+            vectors = np.zeros((len(windows), hidden), dtype=np.float32)
+            reader_rows = _rows_by_reader(dataset, fold_readers.train_fold)
+            readers = [*fold_readers.load_front_ends, load_front_end]  # the last reads all but train
+            for reader, rows in zip(readers, reader_rows, strict=True):
+                if rows:
+                    vectors[rows] = encode_windows(reader(), [windows[i] for i in rows], pad_id)
         write_array_atomically(path, vectors)
     rows = iter(vectors)
     for split in dataset.splits.values():
         for dialogue in split:
             for utterance in dialogue.utterances:
                 utterance.features["text"] = next(rows)
+
+
+@dataclass(frozen=True)
+class CrossFitReaders:
+    """Who reads the training split when its vectors are cross-fitted: ``train_fold[i]`` is the fold of
+    training dialogue ``i``, and ``load_front_ends[k]`` loads the front end that did not learn fold ``k``."""
+
+    train_fold: Sequence[int]
+    load_front_ends: Sequence[Callable[[], TextFrontEnd]]
+
+
+def _rows_by_reader(dataset: Dataset, train_fold: Sequence[int]) -> list[list[int]]:
+    """Row indices (in :func:`all_windows` order) per reader: one list per fold, then the rest."""
+    folds = max(train_fold, default=-1) + 1
+    rows: list[list[int]] = [[] for _ in range(folds + 1)]
+    row = 0
+    for split, dialogues in dataset.splits.items():
+        for index, dialogue in enumerate(dialogues):
+            reader = train_fold[index] if split == "train" else folds
+            rows[reader].extend(range(row, row + len(dialogue.utterances)))
+            row += len(dialogue.utterances)
+    return rows
 
 
 def _cache_path(content: str, settings: str, cache_dir: str | Path | None) -> Path:

@@ -18,6 +18,7 @@ import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from ..data.text_encoder import TextEncoderError, load_tokenizer
 from ..data.types import Dataset, Dialogue
 from .frontend import FrontEndSpec, TextFrontEnd, load_transformer, special_tokens, transformer_config
 from .prepare import (
+    CrossFitReaders,
     attach_dialogue_windows,
     attach_windows,
     encode_frozen,
@@ -65,10 +67,17 @@ def front_end_spec(text: TextSection) -> FrontEndSpec:
 @dataclass(frozen=True)
 class AdaptedEncoder:
     """A transformer fine-tuned on a data set's training labels: its learned weights (the rest are the
-    encoder's own) and a key naming how it was made (data, labels, seed, settings)."""
+    encoder's own) and a key naming how it was made (data, labels, seed, settings).
+
+    Cross-fitted (``text.adapt_folds`` > 1): ``fold_states[k]`` learned every training dialogue but
+    those of fold k and reads fold k (``train_fold[i]``: the fold of training dialogue ``i``), so no
+    training vector was fit to its own label; ``state`` (their weights' mean) reads everything else and
+    new transcripts at inference."""
 
     state: dict[str, torch.Tensor]
     key: str
+    fold_states: tuple[dict[str, torch.Tensor], ...] = ()
+    train_fold: tuple[int, ...] = ()
 
 
 def adapted_transformer(encoder: str, state: dict[str, torch.Tensor]) -> nn.Module:
@@ -81,6 +90,10 @@ def adapted_transformer(encoder: str, state: dict[str, torch.Tensor]) -> nn.Modu
         )
     transformer.load_state_dict(state, strict=False)
     return transformer
+
+
+def _adapted_front_end(spec: FrontEndSpec, encoder: str, state: dict[str, torch.Tensor]) -> TextFrontEnd:
+    return TextFrontEnd(spec, adapted_transformer(encoder, state))
 
 
 def prepare_text(
@@ -128,6 +141,7 @@ def prepare_text(
         return True
     spec = front_end_spec(text)
     settings_key = window_spec(text).key()
+    fold_readers = None
     load_front_end = lambda: TextFrontEnd(spec, load_transformer(text.encoder))  # noqa: E731
     if text.mode == "adapted":
         if adapt is None:
@@ -136,8 +150,13 @@ def prepare_text(
         dataset.meta[ADAPTED_STATE_KEY] = adapted.state
         dataset.meta[FRONT_END_KEY]["adaptation"] = adapted.key
         settings_key += f"|adapted:{adapted.key}"
-        load_front_end = lambda: TextFrontEnd(spec, adapted_transformer(text.encoder, adapted.state))  # noqa: E731
-    encode_frozen(dataset, spec, hidden, load_front_end, special.pad, settings_key, cache_dir)
+        load_front_end = partial(_adapted_front_end, spec, text.encoder, adapted.state)
+        if adapted.fold_states:
+            fold_readers = CrossFitReaders(
+                adapted.train_fold,
+                [partial(_adapted_front_end, spec, text.encoder, s) for s in adapted.fold_states],
+            )
+    encode_frozen(dataset, spec, hidden, load_front_end, special.pad, settings_key, cache_dir, fold_readers)
     for utterance in utterances:
         utterance.window = None
     return False
