@@ -63,7 +63,7 @@ def test_the_adapted_transformer_learns_only_the_chosen_layers(tmp_path, dialogu
     assert any(line.startswith("adapting ") for line in lines)
     assert any(line.startswith("adaptation: epoch 2/2") for line in lines)
     assert trainer.model.text_front_end is None  # the model reads the adapted vectors as features
-    saved = RunDir(tmp_path / "run").read_text_encoder()["model"]
+    (saved,) = RunDir(tmp_path / "run").read_text_encoders()
     base = load_transformer(tiny_encoder).state_dict()
     top = max(int(name.split(".")[2]) for name in base if name.startswith("encoder.layer."))
     assert saved and all(name.startswith(f"encoder.layer.{top}.") for name in saved)
@@ -167,11 +167,9 @@ def test_each_fold_classifier_learns_every_training_dialogue_but_its_fold(
     adapted = adapt_text_front_end(config, windowed, RecordingTrainer, echo=lambda _: None)
     train = windowed.splits["train"]
     assert adapted.train_fold == training_folds(len(train), 2, config["seed"])
+    assert len(learned) == len(adapted.states) == 2
     for fold, seen in enumerate(learned):
         assert seen == {d.id for d, k in zip(train, adapted.train_fold, strict=True) if k != fold}
-    assert len(adapted.fold_states) == 2
-    for name, value in adapted.state.items():  # the other splits are read with the folds' mean weights
-        torch.testing.assert_close(value, (adapted.fold_states[0][name] + adapted.fold_states[1][name]) / 2)
 
 
 def test_cross_fitted_training_vectors_come_from_the_classifier_that_did_not_learn_them(
@@ -182,7 +180,7 @@ def test_cross_fitted_training_vectors_come_from_the_classifier_that_did_not_lea
     dataset = load_data_for_config(config, lambda _: None)
     folders = sorted(p.name for p in (cache / "text-adapted").iterdir())
     assert len(folders) == 2 and folders[0].endswith("-fold1of2") and folders[1].endswith("-fold2of2")
-    fold_states = [RunDir(cache / "text-adapted" / name).read_text_encoder()["model"] for name in folders]
+    fold_states = [RunDir(cache / "text-adapted" / name).read_text_encoders()[0] for name in folders]
     windows = load_data_for_config({**config, "text": {**config["text"], "mode": "finetune"}})
     text = text_settings(config)
     pad = special_tokens(load_tokenizer(tiny_encoder)).pad
@@ -197,6 +195,28 @@ def test_cross_fitted_training_vectors_come_from_the_classifier_that_did_not_lea
         window = windows.splits["train"][index].utterances[0]
         np.testing.assert_allclose(target, read(fold_states[fold], window), atol=1e-5)
         assert not np.allclose(target, read(fold_states[1 - fold], window), atol=1e-5)
-    mean = dataset.meta[ADAPTED_STATE_KEY]  # what the run keeps for inference
-    valid = dataset.splits["valid"][0].utterances[1].features["text"]
-    np.testing.assert_allclose(valid, read(mean, windows.splits["valid"][0].utterances[1]), atol=1e-5)
+    # the other splits read as the mean of the two classifiers' vectors, and the run keeps both for that
+    assert len(dataset.meta[ADAPTED_STATE_KEY]) == 2
+    valid, window = dataset.splits["valid"][0].utterances[1], windows.splits["valid"][0].utterances[1]
+    mean = (read(fold_states[0], window) + read(fold_states[1], window)) / 2
+    np.testing.assert_allclose(valid.features["text"], mean, atol=1e-5)
+
+
+def test_a_cross_fitted_run_predicts_new_dialogues_as_it_read_its_validation_split(
+    tmp_path, dialogue_csvs, tiny_encoder
+):
+    from infofusion.inference.predictor import Predictor
+
+    config = config_for("late_fusion", dialogue_csvs, tiny_encoder, tmp_path / "cache", *CROSS_FITTED)
+    trainer = train(config, tmp_path / "run", [])
+    assert len(RunDir(tmp_path / "run").read_text_encoders()) == 2
+    predictor = Predictor.from_run(tmp_path / "run")
+    fresh = load_data_for_config({**config, "text": {**config["text"], "mode": "finetune"}})
+    dialogues = fresh.splits["valid"]
+    for dialogue in dialogues:
+        for utterance in dialogue.utterances:
+            utterance.window = None
+    predictor.window_reader.fill(dialogues)
+    for fresh_dialogue, trained in zip(dialogues, trainer.dataset.splits["valid"], strict=True):
+        for new, old in zip(fresh_dialogue.utterances, trained.utterances, strict=True):
+            np.testing.assert_allclose(new.features["text"], old.features["text"], atol=1e-5)

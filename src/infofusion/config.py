@@ -248,7 +248,7 @@ class TextSection:
     adapt_epochs: PositiveInt = 2  # adapted: epochs of the text classifier that adapts the transformer
     adapt_batch_size: PositiveInt = 16  # adapted: utterances per step of that classifier
     # adapted: cross-fitting. With K > 1, K classifiers each learn all training dialogues but one fold and
-    # read that fold, so no training vector is fit to its own label; their mean weights read the rest.
+    # read that fold, so no training vector is fit to its own label; the rest read as their mean vector.
     adapt_folds: PositiveInt = 2
 
 

@@ -8,7 +8,7 @@ A run folder (``infofusion train --output DIR``) holds::
     history.jsonl   one JSON line per finished epoch
     metrics.json    the best checkpoint's validation (and test) metrics, written when the run finishes
     run.json        versions, git commit, command line, data sizes: how to reproduce the run
-    text_encoder.pt (``text.mode=adapted``) the adapted text transformer's learned weights, for inference
+    text_encoder.pt (``text.mode=adapted``) the adapted text transformers' learned weights, for inference
     summary.json    (with ``--seeds``) mean and std over the seeds' runs ``seed_<s>/``, and summary.md
 
 Files are replaced atomically: written to a fresh temporary file created exclusively (``O_EXCL``, a
@@ -258,9 +258,13 @@ class RunDir:
     def load_best_state(self, device: str | torch.device) -> dict:
         return load_checkpoint(self.best_path, device)
 
-    def read_text_encoder(self) -> dict | None:
-        """The adapted text transformer (``"model"``: its learned weights), if the run has one."""
-        return load_checkpoint(self.text_encoder_path, "cpu") if self.text_encoder_path.is_file() else None
+    def read_text_encoders(self) -> list[dict[str, torch.Tensor]] | None:
+        """The adapted text transformers' learned weights (one, or one per fold when cross-fitted), if the
+        run has them."""
+        if not self.text_encoder_path.is_file():
+            return None
+        saved = load_checkpoint(self.text_encoder_path, "cpu")["model"]
+        return [saved] if isinstance(saved, dict) else list(saved)  # one dict: written before 2026-12-02
 
     # -- who may write ----------------------------------------------------------------------------------
     def holds_run(self) -> bool:
@@ -367,8 +371,8 @@ class RunDir:
     def write_last(self, state: dict) -> None:
         atomic_torch_save(state, self.last_path)
 
-    def write_text_encoder(self, state: dict) -> None:
-        atomic_torch_save(state, self.text_encoder_path)
+    def write_text_encoders(self, states: list[dict[str, torch.Tensor]], **about: Any) -> None:
+        atomic_torch_save({"model": list(states), **about}, self.text_encoder_path)
 
     def start_history(self) -> None:
         atomic_write_text(self.history_path, "")

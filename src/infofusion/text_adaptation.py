@@ -12,12 +12,11 @@ MMMIE paper's "frozen feature extractor" with an extractor that knows the task:
    model trains on those vectors like on any feature, for as many cheap epochs as it needs.
 
 Cross-fitted by default (``text.adapt_folds``: 2): the training dialogues are dealt into K folds, K
-classifiers each learn all folds but one and read the one they did not learn, and the mean of their
-weights reads the validation and test splits and, at inference, new transcripts. A classifier's vectors
-of its own training utterances are fit to their labels, and a model trained on them trusts the text more
-than new utterances bear out (MMMIE on IEMOCAP dev: 57.2 weighted F1 adapted without folds, 60.9 frozen,
-64.3 cross-fitted, seed 1; ``docs/text.md``). With K = 2 the K classifiers together cost what one costs
-on the whole training split.
+classifiers each learn all folds but one and read the one they did not learn, and the validation and
+test splits (and, at inference, new transcripts) read as the mean of the K classifiers' vectors. A
+classifier's vectors of its own training utterances are fit to their labels, and a model trained on
+them trusts the text more than new utterances bear out (``docs/text.md``). With K = 2 the two
+classifiers together cost what one costs on the whole training split.
 
 On 2 CPU cores a fine-tuning epoch of IEMOCAP or MELD costs minutes while the dialogue models need tens
 of epochs, so fine-tuning them end to end does not fit in a run; this does (``docs/text.md``).
@@ -25,8 +24,8 @@ of epochs, so fine-tuning them end to end does not fit in a run; this does (``do
 Each classifier's run folder is kept in the cache (``$INFOFUSION_CACHE/text-adapted/<key>``, with
 ``-fold<k>of<K>`` when cross-fitted), keyed by the windows, every split's labels, the seed and the
 classifier's settings: each model trained on the same data with the same seed and text settings reuses
-it. The model's run keeps the learned weights
-(``text_encoder.pt``) so that inference reads new transcripts with the same transformer.
+it. The model's run keeps the learned weights (``text_encoder.pt``) so that inference reads new
+transcripts with the same transformers.
 """
 
 from __future__ import annotations
@@ -114,7 +113,8 @@ def adapt_text_front_end(
     from the cache, or learned by ``trainer_class`` (the Trainer) on the text classifier and cached.
 
     With ``text.adapt_folds`` K > 1 (cross-fitting), K classifiers learn the training split less one fold
-    each (:func:`training_folds`), and their weights' mean reads the other splits and new transcripts.
+    each (:func:`training_folds`) and read that fold; the other splits and new transcripts read as the
+    mean of the K classifiers' vectors.
     Why: a classifier's vectors of the very utterances it learned are fit to their labels (its training
     loss falls far below its validation loss), so a model trained on them learns to trust the text more
     than new utterances bear out; each held-out fold's vectors are as good as a new utterance's.
@@ -123,25 +123,24 @@ def adapt_text_front_end(
     key = adaptation_key(classifier, dataset)
     folds = int(classifier["text"]["adapt_folds"])
     if folds == 1:
-        return AdaptedEncoder(_adapted_state(classifier, dataset, key, trainer_class, echo), key)
+        return AdaptedEncoder((_adapted_state(classifier, dataset, key, trainer_class, echo),), key)
     train = dataset.splits["train"]
     if len(train) < folds:
         raise ConfigError(
             f"text.adapt_folds={folds}: the training split has {len(train)} dialogues, fewer than the folds"
         )
     train_fold = training_folds(len(train), folds, int(classifier["seed"]))
-    fold_states = []
+    states = []
     for fold in range(folds):
         learned = [d for d, k in zip(train, train_fold, strict=True) if k != fold]
         # The classifier's epochs are chosen on the validation split; the test split is not needed.
         splits = {"train": learned, "valid": dataset.splits.get("valid", [])}
         part = dataclasses.replace(dataset, splits=splits)
         label = f"fold {fold + 1}/{folds}: learns {len(learned)} of {len(train)} training dialogues"
-        fold_states.append(
+        states.append(
             _adapted_state(classifier, part, f"{key}-fold{fold + 1}of{folds}", trainer_class, echo, label)
         )
-    mean = {name: torch.stack([s[name] for s in fold_states]).mean(0) for name in fold_states[0]}
-    return AdaptedEncoder(mean, key, tuple(fold_states), train_fold)
+    return AdaptedEncoder(tuple(states), key, train_fold)
 
 
 def _adapted_state(
@@ -155,7 +154,7 @@ def _adapted_state(
     """One classifier's learned transformer weights: from its cache folder, or trained there."""
     folder = adaptation_folder(classifier, key)
     if folder.text_encoder_path.is_file():
-        return folder.read_text_encoder()["model"]
+        return folder.read_text_encoders()[0]
     text = classifier["text"]
     layers = f"the top {text['finetune_layers']} layers" if text["finetune_layers"] else "all layers"
     echo(
@@ -171,7 +170,7 @@ def _adapted_state(
         )
         metrics = trainer.fit()  # ends on the best epoch's weights
         state = trainer.model.text_front_end.learned_state()
-        folder.write_text_encoder({"model": state, "encoder": text["encoder"], "key": key})
+        folder.write_text_encoders([state], encoder=text["encoder"], key=key)
     metric = trainer.select_metric
     echo(f"adaptation: best epoch {metrics['best_epoch']}, valid {metric} {metrics['valid'][metric]:.4f}")
     return state

@@ -430,7 +430,7 @@ class Trainer:
         }
         self.run_dir.write_run_info(info)
         if ADAPTED_STATE_KEY in self.dataset.meta:  # text.mode=adapted: inference reads with it
-            self.run_dir.write_text_encoder({"model": self.dataset.meta[ADAPTED_STATE_KEY]})
+            self.run_dir.write_text_encoders(self.dataset.meta[ADAPTED_STATE_KEY])
 
     def _report_epoch(self, record: dict, epochs: int) -> None:
         select = record["select"]

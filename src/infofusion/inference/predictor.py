@@ -101,7 +101,7 @@ class Predictor:
         source: str = "",
         batch_size: int = DEFAULT_BATCH_SIZE,
         device: str | torch.device = "cpu",
-        text_encoder_state: dict[str, torch.Tensor] | None = None,
+        text_encoder_states: list[dict[str, torch.Tensor]] | None = None,
     ) -> None:
         self.model = model.eval()
         self.config = config
@@ -121,7 +121,7 @@ class Predictor:
         self.allow_missing = dropout > 0 and len(info.modalities) >= 2
         self._encoder_lock = threading.Lock()
         self.window_reader = (
-            WindowReader(text_settings(config), model.text_front_end is not None, text_encoder_state)
+            WindowReader(text_settings(config), model.text_front_end is not None, text_encoder_states)
             if self.text_origin.kind == "windows"
             else None
         )
@@ -140,7 +140,7 @@ class Predictor:
             torch.set_num_threads(int(threads))
         run = RunDir(run_dir)
         model, loaded = run.load_model(device)
-        adapted = run.read_text_encoder()  # text.mode=adapted: the transformer the text was read with
+        adapted = run.read_text_encoders()  # text.mode=adapted: the transformers the text was read with
         return cls(
             model,
             loaded.config,
@@ -148,7 +148,7 @@ class Predictor:
             source=str(Path(run_dir)),
             batch_size=batch_size,
             device=device,
-            text_encoder_state=adapted["model"] if adapted else None,
+            text_encoder_states=adapted,
         )
 
     # -- description -----------------------------------------------------------------------------

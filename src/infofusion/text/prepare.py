@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -160,30 +159,31 @@ def encode_frozen(
     dataset: Dataset,
     spec: FrontEndSpec,
     hidden: int,
-    load_front_end: Callable[[], TextFrontEnd],
+    load_front_ends: Sequence[Callable[[], TextFrontEnd]],
     pad_id: int,
     window_key: str,
     cache_dir: str | Path | None = None,
-    fold_readers: CrossFitReaders | None = None,
+    train_fold: Sequence[int] | None = None,
 ) -> None:
-    """Replace the ``text`` modality of every utterance with the frozen front end's ``hidden``-wide
-    vector (in place). ``load_front_end`` is called only when the cache misses: a data set whose vectors
-    are cached never pays for loading the transformer's weights. With ``fold_readers`` the training
-    split's dialogues are read by their folds' front ends instead (cross-fitting), the rest by
-    ``load_front_end``; ``window_key`` must then name the folds."""
+    """Replace the ``text`` modality of every utterance with a frozen reading of its window,
+    ``hidden`` wide (in place): the mean of the front ends' vectors (one front end: its own). With
+    ``train_fold`` (cross-fitting) training dialogue ``i`` is read by front end ``train_fold[i]`` alone,
+    and ``window_key`` must name the folds. The front ends load only when the cache misses, one at a time:
+    a data set whose vectors are cached never pays for loading a transformer's weights."""
     windows = all_windows(dataset)
     path = _cache_path(windows_digest(windows), f"{spec.cache_key()}|{window_key}", cache_dir)
     vectors = _read(path, len(windows), hidden)
     if vectors is None:
-        if fold_readers is None:
-            vectors = encode_windows(load_front_end(), windows, pad_id)
-        else:
-            vectors = np.zeros((len(windows), hidden), dtype=np.float32)
-            reader_rows = _rows_by_reader(dataset, fold_readers.train_fold)
-            readers = [*fold_readers.load_front_ends, load_front_end]  # the last reads all but train
-            for reader, rows in zip(readers, reader_rows, strict=True):
-                if rows:
-                    vectors[rows] = encode_windows(reader(), [windows[i] for i in rows], pad_id)
+        vectors = np.zeros((len(windows), hidden), dtype=np.float32)
+        fold_rows, rest = _rows_by_fold(dataset, train_fold, len(load_front_ends))
+        rest_sum = np.zeros((len(rest), hidden), dtype=np.float32)
+        for load, rows in zip(load_front_ends, fold_rows, strict=True):
+            front_end = load()
+            if rows:
+                vectors[rows] = encode_windows(front_end, [windows[i] for i in rows], pad_id)
+            if rest:
+                rest_sum += encode_windows(front_end, [windows[i] for i in rest], pad_id)
+        vectors[rest] = rest_sum / len(load_front_ends)
         write_array_atomically(path, vectors)
     rows = iter(vectors)
     for split in dataset.splits.values():
@@ -192,26 +192,31 @@ def encode_frozen(
                 utterance.features["text"] = next(rows)
 
 
-@dataclass(frozen=True)
-class CrossFitReaders:
-    """Who reads the training split when its vectors are cross-fitted: ``train_fold[i]`` is the fold of
-    training dialogue ``i``, and ``load_front_ends[k]`` loads the front end that did not learn fold ``k``."""
+def mean_reading(front_ends: Sequence[TextFrontEnd], windows: list[np.ndarray], pad_id: int) -> np.ndarray:
+    """The mean of the front ends' pooled vectors of ``windows`` (one front end: its own vectors)."""
+    total = encode_windows(front_ends[0], windows, pad_id)
+    for front_end in front_ends[1:]:
+        total += encode_windows(front_end, windows, pad_id)
+    return total / len(front_ends)
 
-    train_fold: Sequence[int]
-    load_front_ends: Sequence[Callable[[], TextFrontEnd]]
 
-
-def _rows_by_reader(dataset: Dataset, train_fold: Sequence[int]) -> list[list[int]]:
-    """Row indices (in :func:`all_windows` order) per reader: one list per fold, then the rest."""
-    folds = max(train_fold, default=-1) + 1
-    rows: list[list[int]] = [[] for _ in range(folds + 1)]
+def _rows_by_fold(
+    dataset: Dataset, train_fold: Sequence[int] | None, folds: int
+) -> tuple[list[list[int]], list[int]]:
+    """Row indices (in :func:`all_windows` order) that each fold's front end reads alone, and the rest,
+    which every front end reads."""
+    fold_rows: list[list[int]] = [[] for _ in range(folds)]
+    rest: list[int] = []
     row = 0
     for split, dialogues in dataset.splits.items():
         for index, dialogue in enumerate(dialogues):
-            reader = train_fold[index] if split == "train" else folds
-            rows[reader].extend(range(row, row + len(dialogue.utterances)))
+            rows = range(row, row + len(dialogue.utterances))
+            if split == "train" and train_fold is not None:
+                fold_rows[train_fold[index]].extend(rows)
+            else:
+                rest.extend(rows)
             row += len(dialogue.utterances)
-    return rows
+    return fold_rows, rest
 
 
 def _cache_path(content: str, settings: str, cache_dir: str | Path | None) -> Path:

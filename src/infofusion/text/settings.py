@@ -30,11 +30,10 @@ from ..data.text_encoder import TextEncoderError, load_tokenizer
 from ..data.types import Dataset, Dialogue
 from .frontend import FrontEndSpec, TextFrontEnd, load_transformer, special_tokens, transformer_config
 from .prepare import (
-    CrossFitReaders,
     attach_dialogue_windows,
     attach_windows,
     encode_frozen,
-    encode_windows,
+    mean_reading,
     memoized_tokenizer,
 )
 from .windows import WindowSpec
@@ -66,17 +65,16 @@ def front_end_spec(text: TextSection) -> FrontEndSpec:
 
 @dataclass(frozen=True)
 class AdaptedEncoder:
-    """A transformer fine-tuned on a data set's training labels: its learned weights (the rest are the
-    encoder's own) and a key naming how it was made (data, labels, seed, settings).
+    """Transformers fine-tuned on a data set's training labels: their learned weights (the rest are the
+    encoder's own) and a key naming how they were made (data, labels, seed, settings).
 
-    Cross-fitted (``text.adapt_folds`` > 1): ``fold_states[k]`` learned every training dialogue but
-    those of fold k and reads fold k (``train_fold[i]``: the fold of training dialogue ``i``), so no
-    training vector was fit to its own label; ``state`` (their weights' mean) reads everything else and
-    new transcripts at inference."""
+    One, or one per fold when cross-fitted (``text.adapt_folds`` K > 1): ``states[k]`` learned every
+    training dialogue but those of fold k and reads fold k (``train_fold[i]``: the fold of training
+    dialogue ``i``), so no training vector was fit to its own label; the other splits, and new transcripts
+    at inference, read as the mean of the K transformers' vectors."""
 
-    state: dict[str, torch.Tensor]
+    states: tuple[dict[str, torch.Tensor], ...]
     key: str
-    fold_states: tuple[dict[str, torch.Tensor], ...] = ()
     train_fold: tuple[int, ...] = ()
 
 
@@ -141,22 +139,18 @@ def prepare_text(
         return True
     spec = front_end_spec(text)
     settings_key = window_spec(text).key()
-    fold_readers = None
-    load_front_end = lambda: TextFrontEnd(spec, load_transformer(text.encoder))  # noqa: E731
+    readers = [lambda: TextFrontEnd(spec, load_transformer(text.encoder))]
+    train_fold = None
     if text.mode == "adapted":
         if adapt is None:
             raise ConfigError("text.mode=adapted needs a training run to adapt the transformer (train)")
         adapted = adapt(dataset)
-        dataset.meta[ADAPTED_STATE_KEY] = adapted.state
+        dataset.meta[ADAPTED_STATE_KEY] = list(adapted.states)
         dataset.meta[FRONT_END_KEY]["adaptation"] = adapted.key
         settings_key += f"|adapted:{adapted.key}"
-        load_front_end = partial(_adapted_front_end, spec, text.encoder, adapted.state)
-        if adapted.fold_states:
-            fold_readers = CrossFitReaders(
-                adapted.train_fold,
-                [partial(_adapted_front_end, spec, text.encoder, s) for s in adapted.fold_states],
-            )
-    encode_frozen(dataset, spec, hidden, load_front_end, special.pad, settings_key, cache_dir, fold_readers)
+        readers = [partial(_adapted_front_end, spec, text.encoder, state) for state in adapted.states]
+        train_fold = adapted.train_fold or None
+    encode_frozen(dataset, spec, hidden, readers, special.pad, settings_key, cache_dir, train_fold)
     for utterance in utterances:
         utterance.window = None
     return False
@@ -203,24 +197,25 @@ class WindowReader:
     the past, so a live session's newest turn reads as it would in training). When the model has no
     front end of its own (a frozen one whose vectors were computed once for training), the same
     frozen transformer computes the ``text`` vectors here: for ``text.mode=adapted``, with the adapted
-    weights the run kept (``encoder_state``).
+    weights the run kept (``encoder_states``; cross-fitted, the mean of their vectors, as training read
+    its validation and test splits).
     """
 
     def __init__(
         self,
         text: TextSection,
         model_reads_windows: bool,
-        encoder_state: dict[str, torch.Tensor] | None = None,
+        encoder_states: list[dict[str, torch.Tensor]] | None = None,
     ) -> None:
-        if text.mode == "adapted" and encoder_state is None and not model_reads_windows:
+        if text.mode == "adapted" and not encoder_states and not model_reads_windows:
             raise TextEncoderError("text.mode=adapted: the run holds no adapted text encoder weights")
         self.text = text
         self.model_reads_windows = model_reads_windows
-        self.encoder_state = encoder_state
+        self.encoder_states = encoder_states
         tokenizer = load_tokenizer(text.encoder)
         self.special = special_tokens(tokenizer)
         self.tokenize = memoized_tokenizer(tokenizer)
-        self._front_end: TextFrontEnd | None = None
+        self._front_ends: list[TextFrontEnd] = []
         self._lock = threading.Lock()
 
     def fill(self, dialogues: list[Dialogue], source: str = "input") -> None:
@@ -232,15 +227,16 @@ class WindowReader:
         if self.model_reads_windows:
             return
         utterances = [u for d in dialogues for u in d.utterances]
-        with self._lock:  # the transformer loads once, on first use, whatever the number of threads
-            if self._front_end is None:
-                transformer = (
-                    adapted_transformer(self.text.encoder, self.encoder_state)
-                    if self.encoder_state is not None
-                    else load_transformer(self.text.encoder)
+        windows = [u.window for u in utterances]
+        with self._lock:  # the transformers load once, on first use, whatever the number of threads
+            if not self._front_ends:
+                spec = front_end_spec(self.text)
+                self._front_ends = (
+                    [_adapted_front_end(spec, self.text.encoder, s) for s in self.encoder_states]
+                    if self.encoder_states
+                    else [TextFrontEnd(spec, load_transformer(self.text.encoder))]
                 )
-                self._front_end = TextFrontEnd(front_end_spec(self.text), transformer)
-            vectors = encode_windows(self._front_end, [u.window for u in utterances], self.special.pad)
+            vectors = mean_reading(self._front_ends, windows, self.special.pad)
         for utterance, vector in zip(utterances, vectors, strict=True):
             utterance.features["text"] = vector
             utterance.window = None
