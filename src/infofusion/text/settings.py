@@ -38,7 +38,8 @@ from .prepare import (
 )
 from .windows import WindowSpec
 
-# dataset.meta key of the adapted transformer weights (text.mode=adapted), which the run keeps.
+# dataset.meta key of the adapted transformers' weights (text.mode=adapted; a list, one per fold when
+# cross-fitted), which the run keeps.
 ADAPTED_STATE_KEY = "text_encoder_state"
 # dataset.meta key of how the front end read the transcripts (mode, encoder, adaptation): its presence
 # says the text vectors are the front end's, not the file's.
