@@ -249,7 +249,7 @@ class TextSection:
     adapt_batch_size: PositiveInt = 16  # adapted: utterances per step of that classifier
     # adapted: cross-fitting. With K > 1, K classifiers each learn all training dialogues but one fold and
     # read that fold, so no training vector is fit to its own label; the rest read as their mean vector.
-    adapt_folds: PositiveInt = 2
+    adapt_folds: PositiveInt = 1
 
 
 TYPED_SECTIONS: dict[str, type] = {"data": DataSection, "train": TrainSection, "text": TextSection}

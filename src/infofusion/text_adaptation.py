@@ -11,12 +11,12 @@ MMMIE paper's "frozen feature extractor" with an extractor that knows the task:
 2. its transformer's learned weights compute every utterance's vector once (cached on disk), and the
    model trains on those vectors like on any feature, for as many cheap epochs as it needs.
 
-Cross-fitted by default (``text.adapt_folds``: 2): the training dialogues are dealt into K folds, K
-classifiers each learn all folds but one and read the one they did not learn, and the validation and
-test splits (and, at inference, new transcripts) read as the mean of the K classifiers' vectors. A
-classifier's vectors of its own training utterances are fit to their labels, and a model trained on
-them trusts the text more than new utterances bear out (``docs/text.md``). With K = 2 the two
-classifiers together cost what one costs on the whole training split.
+Cross-fitted with ``text.adapt_folds`` K > 1 (MMMIE's YAML: 2): the training dialogues are dealt
+into K folds, K classifiers each learn all folds but one and read the one they did not learn, and the
+validation and test splits (and, at inference, new transcripts) read as the mean of the K classifiers'
+vectors. A classifier's vectors of its own training utterances are fit to their labels, and a model
+trained on them trusts the text more than new utterances bear out (``docs/text.md``). With K = 2 the
+two classifiers together cost what one costs on the whole training split.
 
 On 2 CPU cores a fine-tuning epoch of IEMOCAP or MELD costs minutes while the dialogue models need tens
 of epochs, so fine-tuning them end to end does not fit in a run; this does (``docs/text.md``).
