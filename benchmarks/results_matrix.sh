@@ -2,7 +2,8 @@
 # The runs behind docs/results.md: every registered model on the three shared data sets, seeds 1-3,
 # each with its configs/<model>.yaml defaults, selection on the validation split. The baselines' YAMLs
 # read one sentence vector per utterance; here they read the same text front end as the seed models,
-# adapted to the training labels (each seed's adaptation is cached and shared by every model;
+# adapted to the training labels (each seed's adaptation is cached and shared by every model; MMMIE's
+# YAML cross-fits it, text.adapt_folds=2, so MMMIE pays for two classifiers of its own;
 # BASELINE_TEXT=frozen gives the frozen MiniLM, BASELINE_TEXT=sentence their YAML), so every row sees the
 # same text, except on MOSI, where the seed models fine-tune it end to end (their small_data settings).
 # A model/data pair whose summary.json exists is skipped, so a killed job resumes. Then
