@@ -56,10 +56,12 @@ def main() -> int:
     spec = front_end_spec(text)
     pad = special_tokens(load_tokenizer(text.encoder)).pad
     folds = [TextFrontEnd(spec, adapted_transformer(text.encoder, state)) for state in adapted.states]
+    # Each fold in one pass, as the library reads it (batches of similar length: the same padding).
     train = dataset.splits["train"]
-    for dialogue, fold in zip(train, adapted.train_fold, strict=True):
-        vectors = encode_windows(folds[fold], [u.window for u in dialogue.utterances], pad)
-        for utterance, vector in zip(dialogue.utterances, vectors, strict=True):
+    for fold, front_end in enumerate(folds):
+        held = [u for d, k in zip(train, adapted.train_fold, strict=True) if k == fold for u in d.utterances]
+        vectors = encode_windows(front_end, [u.window for u in held], pad)
+        for utterance, vector in zip(held, vectors, strict=True):
             utterance.features["text"] = vector
     others = [
         u for name, split in dataset.splits.items() if name != "train" for d in split for u in d.utterances
