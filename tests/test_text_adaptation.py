@@ -220,3 +220,12 @@ def test_a_cross_fitted_run_predicts_new_dialogues_as_it_read_its_validation_spl
     for fresh_dialogue, trained in zip(dialogues, trainer.dataset.splits["valid"], strict=True):
         for new, old in zip(fresh_dialogue.utterances, trained.utterances, strict=True):
             np.testing.assert_allclose(new.features["text"], old.features["text"], atol=1e-5)
+
+
+def test_more_folds_than_training_dialogues_is_a_config_error(tmp_path, dialogue_csvs, tiny_encoder):
+    config = config_for(
+        "late_fusion", dialogue_csvs, tiny_encoder, tmp_path / "cache", *ADAPTED, "text.adapt_folds=7"
+    )
+    with pytest.raises(ConfigError, match="text.adapt_folds=7: the training split has 6 dialogues"):
+        load_data_for_config(config)
+    assert not (tmp_path / "cache" / "text-adapted").exists()  # refused before any classifier trains
