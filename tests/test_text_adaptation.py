@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from data_factories import write_dialogue_csvs
+from infofusion import text_adaptation
 from infofusion.config import ConfigError, resolve_config
 from infofusion.data.text_encoder import load_tokenizer
 from infofusion.runs import RunDir
@@ -229,3 +230,36 @@ def test_more_folds_than_training_dialogues_is_a_config_error(tmp_path, dialogue
     with pytest.raises(ConfigError, match="text.adapt_folds=7: the training split has 6 dialogues"):
         load_data_for_config(config)
     assert not (tmp_path / "cache" / "text-adapted").exists()  # refused before any classifier trains
+
+
+@pytest.mark.parametrize(("bound", "classifiers"), [(5, 2), (6, 1)])
+def test_auto_folds_cross_fit_only_long_training_dialogues(
+    tmp_path, dialogue_csvs, tiny_encoder, monkeypatch, bound, classifiers
+):
+    # The fixture's training dialogues have 5 utterances each.
+    monkeypatch.setattr(text_adaptation, "AUTO_MIN_UTTERANCES_PER_DIALOGUE", bound)
+    cache = tmp_path / "cache"
+    lines: list[str] = []
+    auto = config_for("late_fusion", dialogue_csvs, tiny_encoder, cache, *ADAPTED, "text.adapt_folds=auto")
+    dataset = load_data_for_config(auto, lines.append)
+    assert len(dataset.meta[ADAPTED_STATE_KEY]) == classifiers
+    (why,) = [line for line in lines if line.startswith("text.adapt_folds=auto: ")]
+    assert "average 5.0 utterances" in why and ("cross-fitted" in why) == (classifiers == 2)
+    assert len(list((cache / "text-adapted").iterdir())) == classifiers
+    # The setting auto chose, given explicitly, reads the same classifiers from the cache: none trains.
+    again: list[str] = []
+    explicit = [*ADAPTED, f"text.adapt_folds={classifiers}"]
+    same = load_data_for_config(
+        config_for("late_fusion", dialogue_csvs, tiny_encoder, cache, *explicit), again.append
+    )
+    assert not any(line.startswith("adapting ") for line in again)
+    for split in dataset.splits:
+        for ours, theirs in zip(dataset.splits[split], same.splits[split], strict=True):
+            for a, b in zip(ours.utterances, theirs.utterances, strict=True):
+                np.testing.assert_array_equal(a.features["text"], b.features["text"])
+
+
+def test_the_seed_models_choose_their_folds_by_the_training_dialogues():
+    assert all(resolve_config(m)["text"]["adapt_folds"] == "auto" for m in ("mmmie", "mmim", "mind"))
+    with pytest.raises(ConfigError, match="text.adapt_folds must be an integer ≥ 1 or one of auto"):
+        resolve_config("mmmie", None, ["text.adapt_folds=sometimes"])

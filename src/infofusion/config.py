@@ -249,7 +249,8 @@ class TextSection:
     adapt_batch_size: PositiveInt = 16  # adapted: utterances per step of that classifier
     # adapted: cross-fitting. With K > 1, K classifiers each learn all training dialogues but one fold and
     # read that fold, so no training vector is fit to its own label; the rest read as their mean vector.
-    adapt_folds: PositiveInt = 1
+    # auto: two folds when the training dialogues are long, else one (infofusion.text_adaptation).
+    adapt_folds: PositiveInt | Literal["auto"] = 1
 
 
 TYPED_SECTIONS: dict[str, type] = {"data": DataSection, "train": TrainSection, "text": TextSection}
