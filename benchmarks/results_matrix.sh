@@ -2,9 +2,9 @@
 # The runs behind docs/results.md: every registered model on the three shared data sets, seeds 1-3,
 # each with its configs/<model>.yaml defaults, selection on the validation split. The baselines' YAMLs
 # read one sentence vector per utterance; here they read the same text front end as the seed models,
-# adapted to the training labels (each seed's adaptation is cached and shared by every model; MMMIE's
-# YAML cross-fits it, text.adapt_folds=2, so MMMIE pays for two classifiers of its own;
-# BASELINE_TEXT=frozen gives the frozen MiniLM, BASELINE_TEXT=sentence their YAML), so every row sees the
+# adapted to the training labels and cross-fitted on long dialogues as the seed models' YAMLs ask
+# (text.adapt_folds=auto), so each data set and seed pays for one adaptation, cached and shared by every
+# model (BASELINE_TEXT=frozen gives the frozen MiniLM, BASELINE_TEXT=sentence their YAML), so every row sees the
 # same text, except on MOSI, where the seed models fine-tune it end to end (their small_data settings).
 # A model/data pair whose summary.json exists is skipped, so a killed job resumes. Then
 # `infofusion report` tables it.
@@ -26,7 +26,8 @@ for data in ${DATASETS:-mosi iemocap meld}; do
     mkdir -p "$output/$data"
     [[ -f "$run/summary.json" ]] && continue
     text=()
-    [[ $seed_models == *" $model "* ]] || text=(--set "text.mode=${BASELINE_TEXT:-adapted}")
+    [[ $seed_models == *" $model "* ]] ||
+      text=(--set "text.mode=${BASELINE_TEXT:-adapted}" --set text.adapt_folds=auto)
     start=$(date +%s)
     "$bin" train --model "$model" --data "${specs[$data]}" --seeds 1,2,3 --set train.threads=1 "${text[@]}" \
       --output "$run" > "$run.log" 2>&1 || { echo "FAILED $data $model (see $run.log)"; continue; }

@@ -123,6 +123,11 @@ def adaptation_folder(config: dict, key: str) -> RunDir:
     return RunDir((Path(cache) if cache else default_cache_dir()) / "text-adapted" / key)
 
 
+def fold_key(key: str, fold: int, folds: int) -> str:
+    """The cache key of the classifier of fold ``fold`` (from 0) of ``folds``; one classifier: ``key``."""
+    return key if folds == 1 else f"{key}-fold{fold + 1}of{folds}"
+
+
 def training_folds(dialogues: int, folds: int, seed: int) -> tuple[int, ...]:
     """The fold of each training dialogue: a seeded shuffle dealt round-robin, so folds differ in size
     by one dialogue at most. Whole dialogues, because a window reads its dialogue's earlier turns."""
@@ -170,7 +175,7 @@ def adapt_text_front_end(
         part = dataclasses.replace(dataset, splits=splits)
         label = f"fold {fold + 1}/{folds}: learns {len(learned)} of {len(train)} training dialogues"
         states.append(
-            _adapted_state(classifier, part, f"{key}-fold{fold + 1}of{folds}", trainer_class, echo, label)
+            _adapted_state(classifier, part, fold_key(key, fold, folds), trainer_class, echo, label)
         )
     return AdaptedEncoder(tuple(states), key, train_fold)
 
