@@ -43,10 +43,16 @@ def head_outputs(config: dict, dataset: Dataset, dialogues: list, folds: int) ->
     text = text_settings(config)
     classifier = adaptation_config(config, folds)
     key = dataset.meta[FRONT_END_KEY]["adaptation"]
-    train = dataset.splits["train"]
-    train_fold = training_folds(len(train), folds, int(config["seed"]))
-    reader = [train_fold[i] if i < len(train) else -1 for i, d in enumerate(dialogues) for _ in d.utterances]
-    reader = np.array(reader)
+    train_fold = training_folds(len(dataset.splits["train"]), folds, int(config["seed"]))
+    # Each utterance's reader: its training dialogue's fold, -1 (every classifier) in the other splits.
+    reader = np.concatenate(
+        [
+            np.repeat(
+                train_fold if name == "train" else [-1] * len(split), [len(d.utterances) for d in split]
+            )
+            for name, split in dataset.splits.items()
+        ]
+    )
     outputs = []
     for fold, state in enumerate(dataset.meta[ADAPTED_STATE_KEY]):
         WindowReader(text, False, [state]).fill(dialogues)  # this classifier's vectors, as inference reads
