@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..config import ConfigError, NonNegativeFloat, NonNegativeInt, PositiveInt, Range
+from ..config import ConfigError, Fraction, NonNegativeFloat, NonNegativeInt, PositiveInt, Range
 from ..data.batching import Batch, DialogueLoader
 from ..mi import build_estimator
 from ..text import text_settings
@@ -42,6 +42,7 @@ ENCODER_KINDS = get_args(EncoderKind)
 
 @dataclass
 class MMMIEParams(ModelParams):
+    dropout: Fraction = 0.5  # on dialogue data; MOSI's small_data settings keep 0.3 (configs/mmmie.yaml)
     alpha: float = 0.3  # weight of L_MI = -Σ MINE(f_a; f_b) over modality pairs (eq. 18)
     beta: float = 2.0e-4  # weight of L_MSI = Σ CLUB(h_m; f_m) over modalities (eq. 18)
     # Table 5 switches: false = the component is not built, not computed and not logged.
