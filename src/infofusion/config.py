@@ -222,6 +222,9 @@ class TrainSection:
     patience: NonNegativeInt = 10  # epochs without improvement before stopping; 0 means never stop
     select_metric: str = "auto"  # auto: the task's default (metrics.default_selection_metric)
     modality_dropout: Fraction = 0.0
+    # Evaluate, select and keep a moving average of the weights over about this many epochs; 0: the
+    # weights of the last step (infofusion.weight_averaging).
+    ema_epochs: NonNegativeFloat = 0.0
     threads: NonNegativeInt = 0  # 0 leaves torch's default
     device: str | None = field(default=None, metadata=OPTIONAL)  # None: cuda when available, else cpu
 

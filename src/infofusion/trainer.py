@@ -36,6 +36,7 @@ from .runinfo import run_information
 from .runs import RunDir
 from .text import ADAPTED_STATE_KEY, FRONT_END_KEY, prepare_text, text_settings, without_label_fit_features
 from .text_adaptation import adapt_text_front_end
+from .weight_averaging import WeightAverage
 
 # Environment hook for tests: hard-exit (as a kill would) right after the checkpoint of this epoch.
 KILL_AFTER_EPOCH_ENV = "INFOFUSION_KILL_AFTER_EPOCH"
@@ -154,6 +155,10 @@ class Trainer:
         self.loaders = {
             split: self._loader(split, shuffle=(split == "train")) for split in self.dataset.splits
         }
+        # train.ema_epochs: validation, the best checkpoint and the final scores read a moving average
+        # of the weights over about that many epochs (weight_averaging.py).
+        horizon = float(self.settings.ema_epochs) * len(self.loaders.get("train", ()))
+        self.average = WeightAverage(self.model, horizon) if horizon > 0 else None
 
     def _check_select_metric(self) -> None:
         """An unknown ``train.select_metric`` fails now, not after the first epoch."""
@@ -274,6 +279,8 @@ class Trainer:
                 parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
                 torch.nn.utils.clip_grad_norm_(parameters, clip)
             self.optimizer.step()
+            if self.average is not None:
+                self.average.update(self.model)
             sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + float(value)
@@ -324,6 +331,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "stage_optimizers": [optimizer.state_dict() for optimizer in self.stage_optimizers],
+            "weight_average": self.average.state_dict() if self.average is not None else None,
             "rng": rng_state(),
             "config": self.config,
             "info": self.info.to_dict(),
@@ -336,6 +344,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         for optimizer, saved in zip(self.stage_optimizers, state["stage_optimizers"], strict=True):
             optimizer.load_state_dict(saved)
+        if self.average is not None:
+            self.average.load_state_dict(state["weight_average"])
         restore_rng_state(state["rng"])
         return state["epoch"] + 1, state["best_score"], state["bad_epochs"], state["finished"]
 
@@ -362,21 +372,24 @@ class Trainer:
         while not finished and epoch < epochs:
             started = time.perf_counter()
             train_terms = self.train_epoch(epoch)
-            predicted = self.predict("valid")
-            valid = self.metrics_of(predicted)
-            score = float(valid[self.select_metric])
-            improved = is_improvement(self.select_metric, score, best)
-            if improved:
-                best, bad_epochs = score, 0
-            if improved and writer:
-                self.run_dir.write_best(
-                    {
-                        "model": self.model.state_dict(),
-                        "epoch": epoch,
-                        "config": self.config,
-                        "info": self.info.to_dict(),
-                    }
-                )
+            averaged = self.average.applied(self.model) if self.average is not None else nullcontext()
+            with averaged:  # the weights that are evaluated are the weights that are kept
+                predicted = self.predict("valid")
+                valid = self.metrics_of(predicted)
+                score = float(valid[self.select_metric])
+                improved = is_improvement(self.select_metric, score, best)
+                if improved:
+                    best, bad_epochs = score, 0
+                if improved and writer:
+                    self.run_dir.write_best(
+                        {
+                            "model": self.model.state_dict(),
+                            "epoch": epoch,
+                            "config": self.config,
+                            "info": self.info.to_dict(),
+                        }
+                    )
+                diagnostics = self.model.epoch_diagnostics(self.loaders["valid"])
             if not improved:
                 bad_epochs += 1
             finished = bad_epochs >= patience or epoch + 1 >= epochs
@@ -389,7 +402,7 @@ class Trainer:
                     "task_loss": float(predicted["task_loss"]),
                 },
                 "select": {self.select_metric: score, "best": best, "improved": improved},
-                "diagnostics": self.model.epoch_diagnostics(self.loaders["valid"]),
+                "diagnostics": diagnostics,
             }
             if writer:
                 self.run_dir.append_history(record)

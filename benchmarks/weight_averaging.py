@@ -1,0 +1,125 @@
+"""Does a moving average of the weights (``train.ema_epochs``) pick epochs that hold up on new dialogues?
+
+The trainer keeps the epoch whose validation score is best. On a small validation split whose curve jumps
+by points from epoch to epoch, that score is partly the luck of the draw, and the split that chose the
+epoch cannot say by how much. This script measures it by cross-selection: the validation dialogues are
+dealt into two halves, the epoch is chosen on one half and scored on the other (both ways, averaged), so
+the score it prints was never used to choose anything. It prints, for each ``train.ema_epochs`` value and
+model seed, the trainer's own figure (best epoch on the whole validation split) next to the
+cross-selected one.
+
+The data set is read once (with ``--set seed=S`` choosing the text adaptation, which is cached), and every
+model seed trains on those same vectors, so the rows differ only in the model's initialisation and data
+order and in the averaging.
+
+    python benchmarks/weight_averaging.py --data ../shared/data/iemocap --model mmmie \\
+        --ema 0,1,3 --model-seeds 1,2,3 --set seed=1
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from infofusion.config import resolve_config
+from infofusion.metrics import classification_metrics
+from infofusion.trainer import Trainer, load_data_for_config
+
+
+class RecordingTrainer(Trainer):
+    """The one Trainer, keeping every validation pass's predictions while it fits."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.valid_passes: list[dict[str, np.ndarray]] = []
+
+    def predict(self, split: str) -> dict[str, np.ndarray]:
+        result = super().predict(split)
+        if split == "valid":
+            self.valid_passes.append(result)
+        return result
+
+
+def utterance_dialogues(trainer: Trainer) -> np.ndarray:
+    """The dialogue index of each validation utterance, in the order ``Trainer.predict`` returns them."""
+    names: list[str] = []
+    for batch in trainer.loader("valid"):
+        for row, dialogue in enumerate(batch.dialogue_ids):
+            names += [dialogue] * int(batch.mask[row].sum())
+    order = {name: index for index, name in enumerate(dict.fromkeys(names))}
+    return np.array([order[name] for name in names])
+
+
+def weighted_f1(passed: dict[str, np.ndarray], chosen: np.ndarray, classes: int) -> float:
+    scores = classification_metrics(passed["predictions"][chosen], passed["labels"][chosen], classes)
+    return 100 * float(scores["weighted_f1"])
+
+
+def cross_selected(passes: list[dict[str, np.ndarray]], dialogues: np.ndarray, classes: int) -> float:
+    """Mean over the two halves of: the score on one half at the epoch that was best on the other."""
+    halves = [dialogues % 2 == 0, dialogues % 2 == 1]
+    results = []
+    for choose, score in (halves, halves[::-1]):
+        curve = [weighted_f1(p, choose, classes) for p in passes]
+        results.append(weighted_f1(passes[int(np.argmax(curve))], score, classes))
+    return statistics.fmean(results)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--model", default="mmmie")
+    parser.add_argument("--ema", default="0,1,3", help="train.ema_epochs values")
+    parser.add_argument("--model-seeds", default="1,2,3")
+    parser.add_argument("--set", action="append", default=[], dest="overrides")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    overrides = [f"data.spec={args.data}", f"train.threads={args.threads}", *args.overrides]
+    dataset = load_data_for_config(resolve_config(args.model, None, overrides))
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for ema in [float(v) for v in args.ema.split(",")]:
+            for seed in [int(v) for v in args.model_seeds.split(",")]:
+                config = resolve_config(
+                    args.model, None, [*overrides, f"seed={seed}", f"train.ema_epochs={ema}"]
+                )
+                folder = Path(scratch) / f"ema{ema}-seed{seed}"
+                trainer = RecordingTrainer(config, folder, dataset=dataset, echo=lambda _: None)
+                metrics = trainer.fit()
+                passes = trainer.valid_passes[:-1]  # the last pass is finish()'s, on the best epoch
+                classes = trainer.info.num_classes
+                row = {
+                    "ema": ema,
+                    "seed": seed,
+                    "best": 100 * metrics["valid"]["weighted_f1"],
+                    "best_epoch": metrics["best_epoch"],
+                    "cross": cross_selected(passes, utterance_dialogues(trainer), classes),
+                    "epochs": len(passes),
+                }
+                rows.append(row)
+                print(
+                    f"ema_epochs {ema:g}  seed {seed}: best epoch {row['best_epoch']:>2} "
+                    f"of {row['epochs']:>2}  valid wF1 {row['best']:.1f}  cross-selected {row['cross']:.1f}",
+                    flush=True,
+                )
+    print("\n| train.ema_epochs | valid wF1, best epoch (mean ± std) | cross-selected wF1 | seeds |")
+    print("| --- | --- | --- | --- |")
+    for ema in dict.fromkeys(r["ema"] for r in rows):
+        chosen = [r for r in rows if r["ema"] == ema]
+        best = [r["best"] for r in chosen]
+        cross = [r["cross"] for r in chosen]
+        print(
+            f"| {ema:g} | {statistics.fmean(best):.1f} ± {statistics.pstdev(best):.1f} | "
+            f"{statistics.fmean(cross):.1f} ± {statistics.pstdev(cross):.1f} | {len(chosen)} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
