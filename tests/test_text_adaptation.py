@@ -263,3 +263,23 @@ def test_the_seed_models_choose_their_folds_by_the_training_dialogues():
     assert all(resolve_config(m)["text"]["adapt_folds"] == "auto" for m in ("mmmie", "mmim", "mind"))
     with pytest.raises(ConfigError, match="text.adapt_folds must be an integer ≥ 1 or one of auto"):
         resolve_config("mmmie", None, ["text.adapt_folds=sometimes"])
+
+
+def test_a_setting_added_after_caches_existed_keys_the_adaptation_only_when_changed(
+    tmp_path, dialogue_csvs, tiny_encoder
+):
+    """``train.ema_epochs`` at 0 behaves as before it existed, so the adaptations cached before it keep
+    their keys; the main model's averaging is its own and does not reach the classifier."""
+    config = config_for("late_fusion", dialogue_csvs, tiny_encoder, tmp_path, "text.mode=finetune")
+    dataset = load_data_for_config(config, lambda _: None)  # windows kept: the transformer reads them
+    classifier = text_adaptation.adaptation_config(config, 1)
+    assert classifier["train"]["ema_epochs"] == 0
+    key = text_adaptation.adaptation_key(classifier, dataset)
+    before = {**classifier, "train": {k: v for k, v in classifier["train"].items() if k != "ema_epochs"}}
+    assert text_adaptation.adaptation_key(before, dataset) == key
+    averaged = {**classifier, "train": {**classifier["train"], "ema_epochs": 1.0}}
+    assert text_adaptation.adaptation_key(averaged, dataset) != key
+    main_averaged = config_for(
+        "late_fusion", dialogue_csvs, tiny_encoder, tmp_path, "text.mode=finetune", "train.ema_epochs=2"
+    )
+    assert text_adaptation.adaptation_key(text_adaptation.adaptation_config(main_averaged, 1), dataset) == key
