@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from data_factories import write_dialogue_csvs
 from infofusion.cli import main
@@ -163,6 +164,22 @@ def test_resume_refuses_a_changed_config_naming_the_keys(tmp_path, capsys):
     arguments[arguments.index("--epochs") + 1] = "2"
     assert main(arguments) == 0
     assert [record["epoch"] for record in RunDir(output).history()] == [0, 1]
+
+
+def test_a_run_older_than_a_setting_resumes_as_it_ran(tmp_path):
+    """A config saved before ``train.ema_epochs`` existed resumes with it at 0 (no averaging), and a
+    resume that turns it on is refused like any other change."""
+    output = tmp_path / "run"
+    assert main(train_args(output)) == 0
+    saved = yaml.safe_load((output / "config.yaml").read_text())
+    del saved["train"]["ema_epochs"]
+    (output / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    arguments = train_args(output, "--resume")
+    arguments[arguments.index("--epochs") + 1] = "2"
+    assert main(arguments) == 0
+    assert [record["epoch"] for record in RunDir(output).history()] == [0, 1]
+    arguments[arguments.index("--epochs") + 1] = "3"
+    assert main([*arguments, "--set", "train.ema_epochs=1"]) == 2
 
 
 # -- 6. silent wrong answers ---------------------------------------------------------------------------

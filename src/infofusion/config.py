@@ -276,6 +276,10 @@ BASE_DEFAULTS: dict[str, Any] = {
     "model": {"hidden": 128, "dropout": 0.3},
 }
 TOP_LEVEL_SETTINGS = ("seed", "model_name")
+# Settings added after runs and caches were made, each with the value at which it behaves as before it
+# existed: a saved config without it reads as having that value (resuming an older run,
+# ``RunDir.check_resume_config``), and at that value it stays out of cache keys (``text_adaptation``).
+ADDED_SETTINGS: dict[str, Any] = {"train.ema_epochs": 0.0}
 
 MODALITY_ALIASES = {"t": "text", "a": "audio", "v": "visual"}
 

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 import yaml
 
-from .config import ConfigError, load_yaml, resolve_config
+from .config import ADDED_SETTINGS, ConfigError, load_yaml, resolve_config
 from .models import DataInfo, InfoFusionModel, build_model
 from .trees import flat_items
 
@@ -330,7 +330,8 @@ class RunDir:
         """Refuse to resume under a config that differs from the saved one outside RESUME_SAFE_KEYS."""
         if not self.is_run():
             return
-        saved = flat_items(self.config())
+        # A setting the saved run predates reads as the value that behaves as the run did.
+        saved = ADDED_SETTINGS | flat_items(self.config())
         # Compared as written: config.yaml holds the YAML form of the resolved config.
         current = flat_items(yaml.safe_load(yaml.safe_dump(config, sort_keys=False)))
         changed = sorted(

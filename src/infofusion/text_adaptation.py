@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import ConfigError, resolve_config
+from .config import ADDED_SETTINGS, ConfigError, resolve_config
 from .data.text_encoder import default_cache_dir
 from .data.types import Dataset, Dialogue
 from .randomness import random_state_kept
@@ -57,9 +57,6 @@ SHARED_TRAIN_SETTINGS = ("threads", "device", "select_metric")
 ADAPTATION_VERSION = 2  # 2: the transformer's weight decay is decoupled
 # Settings that change where or how fast the classifier runs, not what it learns.
 UNKEYED_TRAIN_SETTINGS = ("threads", "device", "eval_batch_size")
-# Settings added after adaptations were cached, with the value that behaves as before they existed: at
-# that value they stay out of the key, so the adaptations cached before them are still found.
-KEYED_WHEN_CHANGED = {"ema_epochs": 0.0}
 # text.adapt_folds=auto: two folds when the training dialogues average at least this many utterances,
 # else one classifier. Chosen on the two dialogue dev splits (docs/text.md): cross-fitted, MMMIE's
 # weighted F1 rose 3-7 points on IEMOCAP (training dialogues of 48 utterances on average, 3 seeds) and
@@ -109,10 +106,11 @@ def adaptation_key(classifier_config: dict, dataset: Dataset) -> str:
     for split in sorted(dataset.splits):
         labels = [u.label for d in dataset.splits[split] for u in d.utterances]
         digest.update(json.dumps([split, labels]).encode())
+    # A setting added later keys only away from its old behaviour: the adaptations cached before it stay.
     train = {
         k: v
         for k, v in classifier_config["train"].items()
-        if k not in UNKEYED_TRAIN_SETTINGS and (k not in KEYED_WHEN_CHANGED or v != KEYED_WHEN_CHANGED[k])
+        if k not in UNKEYED_TRAIN_SETTINGS and ADDED_SETTINGS.get(f"train.{k}", object()) != v
     }
     settings = {
         "version": ADAPTATION_VERSION,
