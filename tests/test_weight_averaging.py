@@ -17,17 +17,34 @@ from test_trainer import SMALL, _train_command
 
 def test_average_follows_the_exponential_formula_with_its_warm_up():
     model = nn.Linear(2, 1)
-    average = WeightAverage(model, horizon_steps=4)  # decay 0.75 once the warm-up has risen past it
+    average = WeightAverage(model, horizon_steps=2)  # target decay 0.5
     expected = model.weight.detach().clone()
-    for step in range(1, 8):
+    decays = []
+    for step in range(1, 13):
         with torch.no_grad():
             model.weight.add_(1.0)
         average.update(model)
-        decay = min(0.75, (1 + step) / (WARMUP + step))
+        decay = min(0.5, (1 + step) / (WARMUP + step))
+        decays.append(decay)
         expected = decay * expected + (1 - decay) * model.weight.detach()
         assert torch.allclose(average.average["weight"], expected)
-    # Late steps use the target decay: the warm-up is below it only for the first few.
-    assert (1 + 7) / (WARMUP + 7) < 0.75
+    # Both regimes ran: the warm-up's lower decay first, the target decay once the warm-up passed it.
+    assert decays[0] < 0.5 and decays[-1] == 0.5
+
+
+def test_frozen_parameters_are_left_out_and_keep_their_values():
+    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1))
+    model[0].requires_grad_(False)
+    average = WeightAverage(model, horizon_steps=10)
+    assert set(average.average) == {"1.weight", "1.bias"}
+    with torch.no_grad():
+        model[1].weight.add_(1.0)
+    average.update(model)
+    frozen = model[0].weight.detach().clone()
+    with average.applied(model):
+        assert torch.equal(model[1].weight, average.average["1.weight"])
+        assert torch.equal(model[0].weight, frozen)
+    assert torch.equal(model[0].weight, frozen)
 
 
 def test_applied_swaps_the_average_in_and_the_own_weights_back():

@@ -21,36 +21,43 @@ WARMUP = 10
 
 
 class WeightAverage:
-    """The moving average of ``model``'s state (parameters and floating buffers) over about
-    ``horizon_steps`` optimiser steps; integer buffers (counters) follow the model."""
+    """The moving average of ``model``'s state (learning parameters and floating buffers) over about
+    ``horizon_steps`` optimiser steps; integer buffers (counters) follow the model. Frozen parameters
+    (a frozen transformer inside the model, set at construction) never change: they are neither copied
+    nor averaged, which keeps a step and the memory free of them."""
 
     def __init__(self, model: nn.Module, horizon_steps: float) -> None:
         if horizon_steps < 1:
             raise ValueError(f"an average over {horizon_steps} steps is no average")
         self.decay = 1.0 - 1.0 / horizon_steps
         self.steps = 0
-        self.average = {name: value.detach().clone() for name, value in model.state_dict().items()}
+        frozen = {name for name, parameter in model.named_parameters() if not parameter.requires_grad}
+        self.average = {
+            name: value.detach().clone() for name, value in model.state_dict().items() if name not in frozen
+        }
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         self.steps += 1
         decay = min(self.decay, (1 + self.steps) / (WARMUP + self.steps))
-        for name, value in model.state_dict().items():
-            average = self.average[name]
+        state = model.state_dict()
+        for name, average in self.average.items():
             if average.is_floating_point():
-                average.lerp_(value.detach(), 1.0 - decay)
+                average.lerp_(state[name], 1.0 - decay)
             else:
-                average.copy_(value)
+                average.copy_(state[name])
 
     @contextmanager
     def applied(self, model: nn.Module) -> Iterator[None]:
         """``model`` holds the averaged weights inside the block and its own again after it."""
-        own = {name: value.detach().clone() for name, value in model.state_dict().items()}
-        model.load_state_dict(self.average)
+        state = model.state_dict()
+        own = {name: state[name].clone() for name in self.average}
+        # Not strict: the frozen parameters the average leaves out keep their (unchanging) values.
+        model.load_state_dict(self.average, strict=False)
         try:
             yield
         finally:
-            model.load_state_dict(own)
+            model.load_state_dict(own, strict=False)
 
     def state_dict(self) -> dict:
         return {"steps": self.steps, "average": self.average}
