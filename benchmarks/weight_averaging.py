@@ -60,13 +60,36 @@ def weighted_f1(passed: dict[str, np.ndarray], chosen: np.ndarray, classes: int)
     return 100 * float(scores["weighted_f1"])
 
 
-def cross_selected(passes: list[dict[str, np.ndarray]], dialogues: np.ndarray, classes: int) -> float:
-    """Mean over the two halves of: the score on one half at the epoch that was best on the other."""
+def log_loss(passed: dict[str, np.ndarray], chosen: np.ndarray) -> float:
+    """Mean negative log-likelihood of the true labels (lower is better)."""
+    chances = passed["probabilities"][chosen][np.arange(int(chosen.sum())), passed["labels"][chosen]]
+    return float(-np.log(np.clip(chances, 1e-12, None)).mean())
+
+
+def smoothed(curve: list[float], width: int = 3) -> list[float]:
+    """Each epoch's score averaged with its neighbours (a window of ``width`` epochs, cut at the ends)."""
+    half = width // 2
+    return [statistics.fmean(curve[max(0, i - half) : i + half + 1]) for i in range(len(curve))]
+
+
+# How an epoch is chosen from one set of validation utterances: the index of the chosen pass.
+SELECTION_RULES = {
+    "wf1": lambda passes, rows, classes: int(np.argmax([weighted_f1(p, rows, classes) for p in passes])),
+    "wf1-smooth3": lambda passes, rows, classes: int(
+        np.argmax(smoothed([weighted_f1(p, rows, classes) for p in passes]))
+    ),
+    "loss": lambda passes, rows, classes: int(np.argmin([log_loss(p, rows) for p in passes])),
+}
+
+
+def cross_selected(
+    passes: list[dict[str, np.ndarray]], dialogues: np.ndarray, classes: int, rule: str = "wf1"
+) -> float:
+    """Mean over the two halves of: the score on one half at the epoch the rule chose on the other."""
     halves = [dialogues % 2 == 0, dialogues % 2 == 1]
     results = []
     for choose, score in (halves, halves[::-1]):
-        curve = [weighted_f1(p, choose, classes) for p in passes]
-        results.append(weighted_f1(passes[int(np.argmax(curve))], score, classes))
+        results.append(weighted_f1(passes[SELECTION_RULES[rule](passes, choose, classes)], score, classes))
     return statistics.fmean(results)
 
 
@@ -77,8 +100,18 @@ def main() -> None:
     parser.add_argument("--ema", default="0,1,3", help="train.ema_epochs values")
     parser.add_argument("--model-seeds", default="1,2,3")
     parser.add_argument("--set", action="append", default=[], dest="overrides")
+    parser.add_argument(
+        "--rules",
+        default="wf1",
+        help=f"epoch-selection rules to cross-select with, of {', '.join(SELECTION_RULES)} "
+        "(loss: the lowest negative log-likelihood; wf1-smooth3: wF1 averaged over 3 neighbouring epochs)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    rules = args.rules.split(",")
+    unknown = [rule for rule in rules if rule not in SELECTION_RULES]
+    if unknown:
+        parser.error(f"--rules: unknown {', '.join(unknown)}; known: {', '.join(SELECTION_RULES)}")
     torch.set_num_threads(args.threads)
 
     overrides = [f"data.spec={args.data}", f"train.threads={args.threads}", *args.overrides]
@@ -95,30 +128,33 @@ def main() -> None:
                 metrics = trainer.fit()
                 passes = trainer.valid_passes[:-1]  # the last pass is finish()'s, on the best epoch
                 classes = trainer.info.num_classes
+                dialogues = utterance_dialogues(trainer)
                 row = {
                     "ema": ema,
                     "seed": seed,
                     "best": 100 * metrics["valid"]["weighted_f1"],
                     "best_epoch": metrics["best_epoch"],
-                    "cross": cross_selected(passes, utterance_dialogues(trainer), classes),
                     "epochs": len(passes),
+                    **{rule: cross_selected(passes, dialogues, classes, rule) for rule in rules},
                 }
                 rows.append(row)
+                crossed = "  ".join(f"cross-selected by {rule} {row[rule]:.1f}" for rule in rules)
                 print(
                     f"ema_epochs {ema:g}  seed {seed}: best epoch {row['best_epoch']:>2} "
-                    f"of {row['epochs']:>2}  valid wF1 {row['best']:.1f}  cross-selected {row['cross']:.1f}",
+                    f"of {row['epochs']:>2}  valid wF1 {row['best']:.1f}  {crossed}",
                     flush=True,
                 )
-    print("\n| train.ema_epochs | valid wF1, best epoch (mean ± std) | cross-selected wF1 | seeds |")
-    print("| --- | --- | --- | --- |")
+    columns = " | ".join(f"cross-selected wF1, by {rule}" for rule in rules)
+    print(f"\n| train.ema_epochs | valid wF1, best epoch (mean ± std) | {columns} | seeds |")
+    print("| --- | --- | " + "--- | " * len(rules) + "--- |")
     for ema in dict.fromkeys(r["ema"] for r in rows):
         chosen = [r for r in rows if r["ema"] == ema]
-        best = [r["best"] for r in chosen]
-        cross = [r["cross"] for r in chosen]
-        print(
-            f"| {ema:g} | {statistics.fmean(best):.1f} ± {statistics.pstdev(best):.1f} | "
-            f"{statistics.fmean(cross):.1f} ± {statistics.pstdev(cross):.1f} | {len(chosen)} |"
-        )
+        cells = [mean_std([r[key] for r in chosen]) for key in ["best", *rules]]
+        print(f"| {ema:g} | {' | '.join(cells)} | {len(chosen)} |")
+
+
+def mean_std(values: list[float]) -> str:
+    return f"{statistics.fmean(values):.1f} ± {statistics.pstdev(values):.1f}"
 
 
 if __name__ == "__main__":

@@ -132,3 +132,40 @@ def test_resume_after_kill_keeps_the_average(tmp_path):
         [json.loads(line)["valid"]["weighted_f1"] for line in h] for h in (full_history, resumed_history)
     ]
     assert scores[0] == scores[1]
+
+
+def _load_benchmark():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "weight_averaging.py"
+    spec = importlib.util.spec_from_file_location("weight_averaging_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_selection_rules_choose_on_one_half_and_score_on_the_other():
+    import numpy as np
+
+    bench = _load_benchmark()
+    labels = np.array([0, 1, 0, 1])
+    dialogues = np.array([0, 0, 1, 1])  # utterances 0-1 form half 0, utterances 2-3 half 1
+
+    def recorded(predictions, confidence):
+        chances = np.full((4, 2), 1 - confidence)
+        chances[np.arange(4), labels] = confidence
+        return {"labels": labels, "predictions": np.array(predictions), "probabilities": chances}
+
+    # Epoch 0 is right on half 0 only, epoch 1 on half 1 only: each half picks the epoch that fails the
+    # other, so the cross-selected wF1 is 0 although each epoch scores 1.0 on the half that chose it.
+    passes = [recorded([0, 1, 1, 0], 0.6), recorded([1, 0, 0, 1], 0.6)]
+    assert bench.cross_selected(passes, dialogues, 2, "wf1") == 0.0
+    # The loss rule picks the lowest negative log-likelihood: epoch 1 on both halves here.
+    passes = [recorded([0, 1, 0, 1], 0.6), recorded([0, 1, 0, 1], 0.9)]
+    half = dialogues == 0
+    assert bench.log_loss(passes[1], half) == pytest.approx(-np.log(0.9))
+    assert bench.SELECTION_RULES["loss"](passes, half, 2) == 1
+    assert bench.cross_selected(passes, dialogues, 2, "loss") == 100.0
+    # Smoothing: a lone spike loses to a plateau.
+    assert bench.smoothed([0.0, 9.0, 0.0, 5.0, 5.0, 5.0]) == [4.5, 3.0, 14 / 3, 10 / 3, 5.0, 5.0]
