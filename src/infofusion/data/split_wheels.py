@@ -85,6 +85,8 @@ def unpack_split_archive(parts: Sequence[Path], folder: str, target: Path) -> Pa
         if not source.is_dir():
             raise ValueError(f"{parts[0]}: the archive holds no {folder}/ folder")
         (source / COMPLETE).write_text("")
+        if (target / COMPLETE).is_file():  # another process unpacked it meanwhile: keep what it reads
+            return target
         if target.exists():  # an interrupted earlier unpacking
             shutil.rmtree(target)
         os.replace(source, target)
