@@ -6,7 +6,8 @@ epoch cannot say by how much. This script measures it by cross-selection: the va
 dealt into two halves, the epoch is chosen on one half and scored on the other (both ways, averaged), so
 the score it prints was never used to choose anything. It prints, for each ``train.ema_epochs`` value and
 model seed, the trainer's own figure (best epoch on the whole validation split) next to the
-cross-selected one.
+cross-selected one. ``--rules`` adds other ways to choose the epoch on the choosing half (a smoothed
+weighted F1, the lowest loss), each cross-selected the same way.
 
 The data set is read once (with ``--set seed=S`` choosing the text adaptation, which is cached), and every
 model seed trains on those same vectors, so the rows differ only in the model's initialisation and data
