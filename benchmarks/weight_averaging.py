@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from infofusion import metrics
 from infofusion.config import resolve_config
-from infofusion.metrics import classification_metrics
 from infofusion.trainer import Trainer, load_data_for_config
 
 
@@ -57,8 +57,7 @@ def utterance_dialogues(trainer: Trainer) -> np.ndarray:
 
 
 def weighted_f1(passed: dict[str, np.ndarray], chosen: np.ndarray, classes: int) -> float:
-    scores = classification_metrics(passed["predictions"][chosen], passed["labels"][chosen], classes)
-    return 100 * float(scores["weighted_f1"])
+    return 100 * metrics.weighted_f1(passed["predictions"][chosen], passed["labels"][chosen], classes)
 
 
 def log_loss(passed: dict[str, np.ndarray], chosen: np.ndarray) -> float:

@@ -170,13 +170,9 @@ def test_progress_writes_plain_periodic_lines_when_not_a_terminal() -> None:
 
 
 def test_peer_benchmark_report_from_a_log_needs_no_peer_library(tmp_path) -> None:
-    import importlib.util
-    from pathlib import Path
+    from benchmark_scripts import load_benchmark
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "mi_peers.py"
-    spec = importlib.util.spec_from_file_location("mi_peers", path)
-    peers = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(peers)
+    peers = load_benchmark("mi_peers")
     rows = [
         {"library": "infofusion", "type": "nwj", "task": "a", "estimate": 0.9, "truth": 1.0, "seconds": 2.0},
         {"library": "bmi", "type": "nwj", "task": "a", "estimate": 0.7, "truth": 1.0, "seconds": 6.0},

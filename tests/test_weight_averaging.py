@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from benchmark_scripts import load_benchmark
 from infofusion.config import ConfigError, resolve_config
 from infofusion.data.synthetic import make_synthetic
 from infofusion.trainer import KILL_AFTER_EPOCH_ENV, Trainer
@@ -134,21 +135,10 @@ def test_resume_after_kill_keeps_the_average(tmp_path):
     assert scores[0] == scores[1]
 
 
-def _load_benchmark():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "weight_averaging.py"
-    spec = importlib.util.spec_from_file_location("weight_averaging_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_benchmark_selection_rules_choose_on_one_half_and_score_on_the_other():
     import numpy as np
 
-    bench = _load_benchmark()
+    bench = load_benchmark("weight_averaging")
     labels = np.array([0, 1, 0, 1])
     dialogues = np.array([0, 0, 1, 1])  # utterances 0-1 form half 0, utterances 2-3 half 1
 

@@ -128,7 +128,7 @@ def model_directory(name: str) -> str:
         return str(path)
     packaged = split_wheel_model(name)
     parts = installed_parts(packaged) if packaged else None
-    if packaged and parts:
+    if parts:
         target = default_cache_dir() / "encoders" / packaged.folder
         try:
             return str(unpack_split_archive(parts, packaged.folder, target))
