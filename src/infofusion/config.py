@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 
-from . import small_data
+from . import sized_settings
 from .bounded_yaml import MAX_CONFIG_BYTES, bounded_yaml
 from .trees import deep_merge, flat_items
 
@@ -348,14 +348,14 @@ def resolve_config(
     config_file: str | Path | None = None,
     overrides: list[str] | None = None,
     extra: dict | None = None,
-    train_utterances: int | None = None,
+    training_split: sized_settings.TrainingSplit | None = None,
 ) -> dict:
-    """Layers, each over the one before: base defaults < the model's YAML < its ``small_data`` settings
-    < ``config_file`` < ``extra`` < ``overrides`` (``--set``).
+    """Layers, each over the one before: base defaults < the model's YAML < its sized settings
+    (``small_data`` or ``long_dialogues``) < ``config_file`` < ``extra`` < ``overrides`` (``--set``).
 
-    The ``small_data`` settings apply when ``train_utterances`` (the training split's size, counted by
-    the caller) is within their limit and no user layer chooses ``text.mode``: they are a bundle around
-    a mode of the text front end, and a user who picks the mode has picked against it.
+    A sized section applies when ``training_split`` (counted by the caller) is within its bound, no
+    section before it applied, and no user layer sets one of its opt-out settings (``text.mode``): each is
+    a bundle around the text front end, and a user who picks the mode has picked against it.
     """
     model_layer = deep_merge(BASE_DEFAULTS, packaged_config(model))
     user_layers = [load_yaml(config_file)] if config_file else []
@@ -367,15 +367,22 @@ def resolve_config(
         return apply_overrides(config, overrides or [])
 
     config = under_user_layers(model_layer)
-    section = small_data.section_of(config)  # as the user's layers left it (--set small_data.… included)
-    if section and train_utterances is not None:
-        user_trees = [*user_layers, apply_overrides({}, overrides or [])]
-        mode_chosen = any(flat_items(tree).get(small_data.MODE) is not None for tree in user_trees)
-        applied = small_data.applies(section, train_utterances) and not mode_chosen
-        if applied:
-            config = under_user_layers(deep_merge(model_layer, small_data.settings_layer(section)))
-        counted = {small_data.COUNTED: train_utterances, small_data.APPLIED: applied}
-        config[small_data.SECTION] = {**section, **counted}
+    if training_split is not None:
+        user_settings = [flat_items(tree) for tree in [*user_layers, apply_overrides({}, overrides or [])]]
+        # as the user's layers left them (--set small_data.… included)
+        sections = {kind: kind.of(config) for kind in sized_settings.SECTIONS if kind.of(config)}
+        chosen = None
+        for kind, section in sections.items():
+            opted_out = any(
+                settings.get(key) is not None for settings in user_settings for key in kind.opt_out
+            )
+            if chosen is None and not opted_out and kind.applies(section, training_split):
+                chosen = kind
+        if chosen is not None:
+            config = under_user_layers(deep_merge(model_layer, chosen.settings_layer(sections[chosen])))
+        for kind, section in sections.items():
+            counted = {kind.counted: kind.figure(training_split), sized_settings.APPLIED: kind is chosen}
+            config[kind.name] = {**section, **counted}
     config["model_name"] = model
     check_sections(config)
     config["data"]["modalities"] = normalise_modalities(config["data"].get("modalities"))
@@ -406,28 +413,33 @@ def check_sections(config: dict) -> None:
     model_sections = [str(config.get("model_name")), *packaged_model_sections()]
     known = [*TOP_LEVEL_SETTINGS, "model", *TYPED_SECTIONS, *model_sections]
     for key in config:
-        if key not in known and key != small_data.SECTION:
+        if key not in known and key not in sized_settings.NAMES:
             raise unknown_key(str(key), known)
-    check_small_data(config.get(small_data.SECTION, {}), known)
+    for kind in sized_settings.SECTIONS:
+        check_sized_section(kind, config.get(kind.name, {}), known)
     config["seed"] = check_value("seed", config.get("seed", 0), int)
     for name, section_class in TYPED_SECTIONS.items():
         config[name] = checked_section(name, config[name], section_class)
 
 
-def check_small_data(section: Any, known: list[str]) -> None:
-    """The ``small_data`` section is a mapping, its limit a count and its settings name known sections
-    (their values are checked with the rest of the config once they apply)."""
+def check_sized_section(kind: sized_settings.SizedSection, section: Any, known: list[str]) -> None:
+    """A sized section (``small_data``, ``long_dialogues``) is a mapping, its bound a positive number and
+    its settings name known sections (their values are checked with the rest of the config once they
+    apply)."""
     if not isinstance(section, dict):
-        raise ConfigError(f"{small_data.SECTION} must be a section of settings, not a single value")
-    limit = section.get(small_data.LIMIT, 0)
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        name = f"{small_data.SECTION}.{small_data.LIMIT}"
-        raise ConfigError(f"{name} must be a count of utterances, got {limit!r}")
-    for key, value in small_data.settings_layer(section).items():
+        raise ConfigError(f"{kind.name} must be a section of settings, not a single value")
+    bound = section.get(kind.bound, 0)
+    # a split's size is a count; utterances per dialogue an average
+    allowed, unit = (
+        (int, "a count of utterances") if kind.at_most else (int | float, "a number of utterances")
+    )
+    if isinstance(bound, bool) or not isinstance(bound, allowed) or bound < 0:
+        raise ConfigError(f"{kind.name}.{kind.bound} must be {unit}, got {bound!r}")
+    for key, value in kind.settings_layer(section).items():
         if key not in known:
-            raise unknown_key(str(key), known, f"{small_data.SECTION}.")
+            raise unknown_key(str(key), known, f"{kind.name}.")
         if not isinstance(value, dict) and key not in TOP_LEVEL_SETTINGS:
-            raise ConfigError(f"{small_data.SECTION}.{key} must be a section of settings")
+            raise ConfigError(f"{kind.name}.{key} must be a section of settings")
 
 
 def data_loader_options() -> list[str]:

