@@ -5,7 +5,8 @@
 # adapted to the training labels and cross-fitted on long dialogues as the seed models' YAMLs ask
 # (text.adapt_folds=auto), so each data set and seed pays for one adaptation, cached and shared by every
 # model (BASELINE_TEXT=frozen gives the frozen MiniLM, BASELINE_TEXT=sentence their YAML), so every row sees the
-# same text, except on MOSI, where the seed models fine-tune it end to end (their small_data settings).
+# same text, except on MOSI, where the seed models fine-tune it end to end (their small_data settings),
+# and MMMIE on IEMOCAP, which reads it with the frozen all-mpnet-base-v2 (its long_dialogues settings).
 # A model/data pair whose summary.json exists is skipped, so a killed job resumes. Then
 # `infofusion report` tables it.
 #   bash benchmarks/results_matrix.sh [OUTPUT=runs/results] [DATA_ROOT=../shared/data]

@@ -354,8 +354,7 @@ def resolve_config(
     (``small_data`` or ``long_dialogues``) < ``config_file`` < ``extra`` < ``overrides`` (``--set``).
 
     A sized section applies when ``training_split`` (counted by the caller) is within its bound, no
-    section before it applied, and no user layer sets one of its opt-out settings (``text.mode``): each is
-    a bundle around the text front end, and a user who picks the mode has picked against it.
+    section before it applied, and no user layer sets one of its opt-out settings (``sized_settings``).
     """
     model_layer = deep_merge(BASE_DEFAULTS, packaged_config(model))
     user_layers = [load_yaml(config_file)] if config_file else []
@@ -368,21 +367,12 @@ def resolve_config(
 
     config = under_user_layers(model_layer)
     if training_split is not None:
+        sections = sized_settings.sections_of(config)  # as the user's layers left them (--set small_data.…)
         user_settings = [flat_items(tree) for tree in [*user_layers, apply_overrides({}, overrides or [])]]
-        # as the user's layers left them (--set small_data.… included)
-        sections = {kind: kind.of(config) for kind in sized_settings.SECTIONS if kind.of(config)}
-        chosen = None
-        for kind, section in sections.items():
-            opted_out = any(
-                settings.get(key) is not None for settings in user_settings for key in kind.opt_out
-            )
-            if chosen is None and not opted_out and kind.applies(section, training_split):
-                chosen = kind
+        chosen = sized_settings.first_applying(sections, training_split, user_settings)
         if chosen is not None:
             config = under_user_layers(deep_merge(model_layer, chosen.settings_layer(sections[chosen])))
-        for kind, section in sections.items():
-            counted = {kind.counted: kind.figure(training_split), sized_settings.APPLIED: kind is chosen}
-            config[kind.name] = {**section, **counted}
+        config.update(sized_settings.recorded(sections, training_split, chosen))
     config["model_name"] = model
     check_sections(config)
     config["data"]["modalities"] = normalise_modalities(config["data"].get("modalities"))
@@ -423,17 +413,13 @@ def check_sections(config: dict) -> None:
 
 
 def check_sized_section(kind: sized_settings.SizedSection, section: Any, known: list[str]) -> None:
-    """A sized section (``small_data``, ``long_dialogues``) is a mapping, its bound a positive number and
-    its settings name known sections (their values are checked with the rest of the config once they
-    apply)."""
+    """A sized section is a mapping, its bound a positive number and its settings name known sections
+    (their values are checked with the rest of the config once they apply)."""
     if not isinstance(section, dict):
         raise ConfigError(f"{kind.name} must be a section of settings, not a single value")
-    bound = section.get(kind.bound, 0)
-    # a split's size is a count; utterances per dialogue an average
-    allowed, unit = (
-        (int, "a count of utterances") if kind.at_most else (int | float, "a number of utterances")
-    )
-    if isinstance(bound, bool) or not isinstance(bound, allowed) or bound < 0:
+    bound, whole = section.get(kind.bound, 0), kind.at_most  # a size is a count, an average may not be
+    if isinstance(bound, bool) or not isinstance(bound, int if whole else int | float) or bound < 0:
+        unit = "a count of utterances" if whole else "a number of utterances"
         raise ConfigError(f"{kind.name}.{kind.bound} must be {unit}, got {bound!r}")
     for key, value in kind.settings_layer(section).items():
         if key not in known:

@@ -104,6 +104,33 @@ SECTIONS = (SMALL_DATA, LONG_DIALOGUES)
 NAMES = tuple(section.name for section in SECTIONS)
 
 
+def sections_of(config: dict) -> dict[SizedSection, dict]:
+    """The sized sections ``config`` has, in order of precedence."""
+    return {kind: kind.of(config) for kind in SECTIONS if kind.of(config)}
+
+
+def first_applying(
+    sections: dict[SizedSection, dict], split: TrainingSplit, user_settings: list[dict[str, Any]]
+) -> SizedSection | None:
+    """The first of ``sections`` that applies to ``split`` and none of whose opt-out settings the user
+    gave (``user_settings``: each user layer's flat settings)."""
+    for kind, section in sections.items():
+        opted_out = any(settings.get(key) is not None for settings in user_settings for key in kind.opt_out)
+        if not opted_out and kind.applies(section, split):
+            return kind
+    return None
+
+
+def recorded(
+    sections: dict[SizedSection, dict], split: TrainingSplit, chosen: SizedSection | None
+) -> dict[str, dict]:
+    """Each section with the figure it was compared on and whether it applied: what a run's config keeps."""
+    return {
+        kind.name: {**section, kind.counted: kind.figure(split), APPLIED: kind is chosen}
+        for kind, section in sections.items()
+    }
+
+
 def wants_count(config: dict) -> bool:
     """Whether the resolved ``config`` has sized settings that a count of its data could apply."""
     return any(
