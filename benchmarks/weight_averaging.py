@@ -11,7 +11,9 @@ weighted F1, the lowest loss), each cross-selected the same way.
 
 The data set is read once (with ``--set seed=S`` choosing the text adaptation, which is cached), and every
 model seed trains on those same vectors, so the rows differ only in the model's initialisation and data
-order and in the averaging.
+order and in the averaging. The config is the one ``infofusion train`` resolves for the same options,
+the model's sized settings included (MMMIE on IEMOCAP: the frozen all-mpnet-base-v2); ``--set
+text.mode=adapted`` measures the adapted MiniLM instead.
 
     python benchmarks/weight_averaging.py --data ../shared/data/iemocap --model mmmie \\
         --ema 0,1,3 --model-seeds 1,2,3 --set seed=1
@@ -22,14 +24,23 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
+import types
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from infofusion import metrics
-from infofusion.config import resolve_config
+from infofusion.command_config import config_from_options
 from infofusion.trainer import Trainer, load_data_for_config
+
+
+def sized_config(model: str, overrides: list[str]) -> dict:
+    """What ``infofusion train --model MODEL --set ...`` resolves: sized to the training split it names."""
+    options = types.SimpleNamespace(
+        model=model, data=None, epochs=None, seed=None, config=None, overrides=overrides
+    )
+    return config_from_options(options)
 
 
 class RecordingTrainer(Trainer):
@@ -115,14 +126,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     overrides = [f"data.spec={args.data}", f"train.threads={args.threads}", *args.overrides]
-    dataset = load_data_for_config(resolve_config(args.model, None, overrides))
+    dataset = load_data_for_config(sized_config(args.model, overrides))
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for ema in [float(v) for v in args.ema.split(",")]:
             for seed in [int(v) for v in args.model_seeds.split(",")]:
-                config = resolve_config(
-                    args.model, None, [*overrides, f"seed={seed}", f"train.ema_epochs={ema}"]
-                )
+                config = sized_config(args.model, [*overrides, f"seed={seed}", f"train.ema_epochs={ema}"])
                 folder = Path(scratch) / f"ema{ema}-seed{seed}"
                 trainer = RecordingTrainer(config, folder, dataset=dataset, echo=lambda _: None)
                 metrics = trainer.fit()
