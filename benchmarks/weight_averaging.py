@@ -32,6 +32,7 @@ import torch
 
 from infofusion import metrics
 from infofusion.command_config import config_from_options
+from infofusion.config import resolve_config
 from infofusion.trainer import Trainer, load_data_for_config
 
 
@@ -126,12 +127,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     overrides = [f"data.spec={args.data}", f"train.threads={args.threads}", *args.overrides]
-    dataset = load_data_for_config(sized_config(args.model, overrides))
+    # Sized once (counting the training split loads it), then each run's seed and averaging on top.
+    base = sized_config(args.model, overrides)
+    dataset = load_data_for_config(base)
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for ema in [float(v) for v in args.ema.split(",")]:
             for seed in [int(v) for v in args.model_seeds.split(",")]:
-                config = sized_config(args.model, [*overrides, f"seed={seed}", f"train.ema_epochs={ema}"])
+                config = resolve_config(args.model, None, [f"seed={seed}", f"train.ema_epochs={ema}"], base)
                 folder = Path(scratch) / f"ema{ema}-seed{seed}"
                 trainer = RecordingTrainer(config, folder, dataset=dataset, echo=lambda _: None)
                 metrics = trainer.fit()

@@ -134,8 +134,8 @@ def recorded(
 def wants_count(config: dict) -> bool:
     """Whether the resolved ``config`` has sized settings that a count of its data could apply."""
     return any(
-        section.bound_of(section.of(config)) > 0 and section.counted not in section.of(config)
-        for section in SECTIONS
+        kind.bound_of(section) > 0 and kind.counted not in section
+        for kind, section in sections_of(config).items()
     )
 
 
