@@ -41,7 +41,7 @@ def head_outputs(config: dict, dataset: Dataset, dialogues: list, folds: int) ->
     """Every utterance's head outputs (``dialogues`` in split order): each training fold's from the
     classifier that did not learn it, the other splits' the mean over the classifiers."""
     text = text_settings(config)
-    classifier = adaptation_config(config, folds)
+    classifier = adaptation_config(config)
     key = dataset.meta[FRONT_END_KEY]["adaptation"]
     train_fold = training_folds(len(dataset.splits["train"]), folds, int(config["seed"]))
     # Each utterance's reader: its training dialogue's fold, -1 (every classifier) in the other splits.

@@ -11,11 +11,11 @@ weighted F1, the lowest loss), each cross-selected the same way.
 
 The data set is read once (with ``--set seed=S`` choosing the text adaptation, which is cached), and every
 model seed trains on those same vectors, so the rows differ only in the model's initialisation and data
-order and in the averaging. The config is the one ``infofusion train`` resolves for the same options,
-the model's sized settings included (MMMIE on IEMOCAP: the frozen all-mpnet-base-v2); ``--set
-text.mode=adapted`` measures the adapted MiniLM instead.
+order and in the averaging. The config is the one ``infofusion train`` resolves for the same options
+(``--recipe iemocap``: MMMIE reads the frozen all-mpnet-base-v2); ``--set text.mode=adapted`` measures
+the adapted MiniLM instead.
 
-    python benchmarks/weight_averaging.py --data ../shared/data/iemocap --model mmmie \\
+    python benchmarks/weight_averaging.py --data ../shared/data/iemocap --model mmmie --recipe iemocap \\
         --ema 0,1,3 --model-seeds 1,2,3 --set seed=1
 """
 
@@ -24,24 +24,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import types
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from infofusion import metrics
-from infofusion.command_config import config_from_options
 from infofusion.config import resolve_config
 from infofusion.trainer import Trainer, load_data_for_config
-
-
-def sized_config(model: str, overrides: list[str]) -> dict:
-    """What ``infofusion train --model MODEL --set ...`` resolves: sized to the training split it names."""
-    options = types.SimpleNamespace(
-        model=model, data=None, epochs=None, seed=None, config=None, overrides=overrides
-    )
-    return config_from_options(options)
 
 
 class RecordingTrainer(Trainer):
@@ -109,6 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True)
     parser.add_argument("--model", default="mmmie")
+    parser.add_argument("--recipe", default=None, help="a corpus's recipe (configs/recipes), e.g. iemocap")
     parser.add_argument("--ema", default="0,1,3", help="train.ema_epochs values")
     parser.add_argument("--model-seeds", default="1,2,3")
     parser.add_argument("--set", action="append", default=[], dest="overrides")
@@ -127,8 +118,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     overrides = [f"data.spec={args.data}", f"train.threads={args.threads}", *args.overrides]
-    # Sized once (counting the training split loads it), then each run's seed and averaging on top.
-    base = sized_config(args.model, overrides)
+    # Resolved once, then each run's seed and averaging on top.
+    base = resolve_config(args.model, None, overrides, recipe=args.recipe)
     dataset = load_data_for_config(base)
     rows = []
     with tempfile.TemporaryDirectory() as scratch:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from infofusion.cli import main
+from infofusion.data import load_dataset
 
 SMALL = ["--set", "data.dialogues={train: 12, valid: 4, test: 4}", "--set", "train.batch_size=4"]
 
@@ -164,3 +165,34 @@ def test_a_warning_is_one_line_naming_no_library_source(tmp_path, capsys):
         "shared-information term L_MI is left out and only the task loss and CLUB train"
     ]
     assert "UserWarning" not in err and "return get_model_class" not in err
+
+
+def test_a_finished_run_does_not_repeat_its_training_notes_and_says_what_it_scored(tmp_path, capsys):
+    run = tmp_path / "run"
+    code, _, err = train_small(capsys, run, "--set", "data.modalities=t", model="mmmie")
+    assert code == 0 and err.count("no pair for MINE") == 1  # said once, when it trains
+    # Loading the run (a weight check on the meta device, then the model) used to say it twice more.
+    code, out, err = run_cli(capsys, "predict", str(run), "--dialogue", "test_0001")
+    assert code == 0 and "MINE" not in err and out.startswith("dialogue test_0001 (test, ")
+    code, out, err = run_cli(capsys, "evaluate", str(run), "--split", "valid")
+    assert code == 0 and "MINE" not in err
+    scored = json.loads(out)
+    assert scored["split"] == "valid" and scored["data"] == "synthetic" and "acc" in scored
+
+    utterance = load_dataset("synthetic", {}).splits["test"][0].utterances[0]
+    one = {
+        "dialogue_id": "d1",
+        "utterances": [{"speaker": "A", "features": {"text": utterance.features["text"].tolist()}}],
+    }
+    (tmp_path / "one.json").write_text(json.dumps(one))
+    code, out, err = run_cli(
+        capsys,
+        "predict",
+        str(run),
+        "--input",
+        str(tmp_path / "one.json"),
+        "--output",
+        str(tmp_path / "p.csv"),
+    )
+    assert code == 0, err
+    assert out.startswith("wrote predictions for 1 utterance in 1 dialogue to ")

@@ -78,9 +78,10 @@ def test_trained_model_keeps_its_statistics_for_evaluation(tmp_path, capsys):
     assert evaluated["weighted_f1"] == pytest.approx(trained["weighted_f1"])
 
 
-def test_off_by_default_and_the_option_changes_the_inputs(tmp_path):
+def test_on_by_default_and_the_option_changes_the_inputs(tmp_path):
     config = resolve_config("late_fusion", None, ["train.epochs=1", "train.threads=1"])
-    assert config["data"]["standardize"] is False
+    assert config["data"]["standardize"] is True
+    config["data"]["standardize"] = False
     plain = Trainer(config, tmp_path / "a", dataset=make_synthetic(SMALL), echo=print)
     assert plain.info.feature_scaling is None
     config["data"]["standardize"] = True
@@ -88,3 +89,39 @@ def test_off_by_default_and_the_option_changes_the_inputs(tmp_path):
     batch = next(iter(scaled.loaders["train"]))
     assert scaled.info.feature_scaling is not None
     assert abs(float(batch.flat(batch.features["audio"]).mean())) < 0.5
+
+
+def with_mosi_audio_spread(dataset, seed: int = 0):
+    """``dataset`` with its audio features rescaled per dimension as MOSI's openSMILE vectors are:
+    spreads from 0.001 to 51 and offsets up to 300 (values reach about 356)."""
+    dim = dataset.feature_dim("audio")
+    rng = np.random.default_rng(seed)
+    scale = np.geomspace(1e-3, 51.0, dim).astype(np.float32)
+    offset = rng.uniform(0.0, 300.0, dim).astype(np.float32)
+    for dialogues in dataset.splits.values():
+        for dialogue in dialogues:
+            for utterance in dialogue.utterances:
+                utterance.features["audio"] = utterance.features["audio"] * scale + offset
+    return dataset
+
+
+@pytest.mark.parametrize("model", ["mmim", "mmmie", "mind"])
+def test_by_default_unscaled_features_train_as_their_scaled_originals(tmp_path, model):
+    """No default lets a feature's scale reach the MI terms: with the defaults, features rescaled per
+    dimension to MOSI's audio spread train the same run as the originals (the training statistics undo
+    the rescaling), while unscaled (data.standardize=false) the auxiliary terms swamp the task loss."""
+    settings = ["train.epochs=2", "train.threads=1", "data.modalities=t,a"]
+    original = make_synthetic(SMALL)
+    spread = with_mosi_audio_spread(make_synthetic(SMALL))
+
+    def first_epoch(name, dataset, *extra):
+        Trainer(resolve_config(model, None, [*settings, *extra]), tmp_path / name, dataset=dataset).fit()
+        with open(tmp_path / name / "history.jsonl", encoding="utf-8") as lines:
+            return json.loads(lines.readline())["train"]
+
+    default, reference = first_epoch("default", spread), first_epoch("original", original)
+    assert default["task"] == pytest.approx(reference["task"], rel=1e-3)
+    assert default["loss"] == pytest.approx(reference["loss"], rel=1e-3)
+    raw = first_epoch("raw", with_mosi_audio_spread(make_synthetic(SMALL)), "data.standardize=false")
+    auxiliary = abs(raw["loss"] - raw["task"])
+    assert not np.isfinite(raw["loss"]) or auxiliary > 3 * abs(default["loss"] - default["task"])

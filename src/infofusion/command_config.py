@@ -1,18 +1,14 @@
-"""The config that command-line options describe (``train``, ``ablate``, ``sweep``), sized to its data.
-
-It sits above ``config`` and ``data`` because a model's sized settings (``small_data``, ``long_dialogues``:
-``infofusion.sized_settings``) depend on the training split it will read, which only loading the data
-tells.
-"""
+"""The config that command-line options describe (``train``, ``ablate``, ``sweep``), and the first line a
+run prints: which recipe, which text it reads and about how long its text step takes."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from . import sized_settings
-from .config import resolve_config
-from .data import load_dataset
-from .trees import flat_items
+from .config import recipe_path, resolve_config
+
+if TYPE_CHECKING:
+    from .text.cost import SplitSizes
 
 
 class CommandOptions(Protocol):
@@ -20,6 +16,7 @@ class CommandOptions(Protocol):
 
     model: str
     data: str | None
+    recipe: str | None
     epochs: int | None
     seed: int | None
     config: str | None
@@ -28,10 +25,7 @@ class CommandOptions(Protocol):
 
 def config_from_options(options: CommandOptions, seed: int | None = None) -> dict:
     """The resolved config of command-line options; ``seed`` (one of ``--seeds``) wins over ``--seed``.
-
-    When the model's YAML has sized settings, the data is loaded once to count its training split, and
-    the config is resolved again with that count.
-    """
+    The same as ``resolve_config`` gives from Python with the same layers."""
     extra: dict = {}
     if options.data is not None:
         extra.setdefault("data", {})["spec"] = options.data
@@ -40,43 +34,82 @@ def config_from_options(options: CommandOptions, seed: int | None = None) -> dic
     chosen_seed = seed if seed is not None else options.seed
     if chosen_seed is not None:
         extra["seed"] = chosen_seed
-    config = resolve_config(options.model, options.config, options.overrides, extra)
-    if not sized_settings.wants_count(config):
-        return config
-    split = transcribed_training_split(config)
-    return resolve_config(options.model, options.config, options.overrides, extra, training_split=split)
+    config = resolve_config(options.model, options.config, options.overrides, extra, options.recipe)
+    from .models import model_params  # imports torch: only once a command runs
+
+    model_params(config)  # a bad model setting fails here, before a line is printed or data is read
+    return config
 
 
-def transcribed_training_split(config: dict) -> sized_settings.TrainingSplit | None:
-    """The size of the training split of the data ``config`` names, or None when it has no transcripts
-    (the sized settings concern the text front end, which reads them)."""
-    if config["data"]["spec"] == "synthetic" or config["text"]["mode"] == "sentence":
-        return None  # generated vectors, or no front end: nothing for the settings to change
+def describe_run(config: dict) -> str:
+    """One line: the model, the recipe (or the defaults), the text representation and, when the data has
+    transcripts, an estimate of the text step's duration (the data is read, not encoded, to count it)."""
+    from .data.split_wheels import missing_install
+    from .text import text_settings
+    from .text.cost import duration, text_step_seconds
+
+    recipe = config.get("recipe")
+    model = config["model_name"]
+    where = f"recipe {recipe} ({recipe_path(recipe)}{model}.yaml)" if recipe else "the defaults (no recipe)"
+    text = text_settings(config)
+    sizes = transcribed_split_sizes(config) if text.mode != "sentence" else None
+    if text.mode != "sentence" and sizes is None:
+        return f"{model} with {where} | text: the data's own text features (no transcripts)"
+    reads = {
+        "sentence": f"one {config['data']['encoder']} vector per utterance",
+        "frozen": f"frozen {text.encoder}",
+        "finetune": f"{text.encoder} fine-tuned with the model",
+        "adapted": f"{text.encoder} adapted to the training labels by "
+        + ("one classifier" if text.adapt_folds == 1 else f"{text.adapt_folds} cross-fitted classifiers"),
+    }[text.mode]
+    if text.mode != "sentence":
+        turns = "turn" if text.past == 1 else "turns"
+        reads += f", {text.past} past {turns}" + (f", {text.future} future" if text.future else "")
+    line = f"{model} with {where} | text: {reads}"
+    install = missing_install(text.encoder) if text.mode != "sentence" else None
+    if install:
+        line += f" (not installed here: {install})"
+    if sizes is None:
+        return line
+    seconds = text_step_seconds(text, sizes, int(config["train"]["epochs"]))
+    if seconds is None:
+        return f"{line} | text step: no measured rate for {text.encoder}"
+    return f"{line} | text step: {duration(seconds)} for {sizes.total:,} utterances on 2 CPU cores"
+
+
+def transcribed_split_sizes(config: dict) -> SplitSizes | None:
+    """Utterances per split of the data ``config`` names, or None when it has no transcripts."""
+    from .data import load_dataset
+    from .text.cost import SplitSizes
+
+    if config["data"]["spec"] == "synthetic":
+        return None  # generated vectors: no transcripts
     # Read as the trainer reads it (the same validation split), without computing sentence vectors.
     dataset = load_dataset(str(config["data"]["spec"]), {**config["data"], "encoder": "none"})
     if not dataset.has_transcripts:
         return None
-    train = dataset.splits.get("train", [])
-    return sized_settings.TrainingSplit(
-        utterances=sum(len(dialogue) for dialogue in train), dialogues=len(train)
-    )
+    counts = {name: sum(len(d) for d in dialogues) for name, dialogues in dataset.splits.items()}
+    train = counts.pop("train", 0)
+    return SplitSizes(train=train, other=sum(counts.values()))
 
 
-def describe_sized_settings(config: dict) -> str | None:
-    """One console line when one of the model's sized sections applied to ``config``, else None."""
-    kind = sized_settings.applied_section(config)
-    if kind is None:
-        return None
-    section = kind.of(config)
-    # Only the settings in force: one the user gave (--set, --config, --epochs) wins over them.
-    resolved = flat_items(config)
-    layer = flat_items(kind.settings_layer(section))
-    shown = ", ".join(f"{key}={value}" for key, value in layer.items() if resolved.get(key) == value)
-    if not shown:
-        return None
-    figure, bound = section[kind.counted], section[kind.bound]
-    if kind.at_most:
-        size = f"{figure:,} utterances, at most {bound:,}"
-    else:
-        size = f"{figure:,} utterances a dialogue on average, at least {bound:,}"
-    return f"{kind.description} ({size}): {shown} ({kind.name})"
+def settable_config(config: dict) -> dict:
+    """``config`` with every key ``--set`` accepts: the model's sections complete with the defaults of
+    its parameter class (what ``infofusion config`` prints)."""
+    from dataclasses import fields
+
+    from .config import setting_name
+    from .models import get_model_class, model_params
+    from .models.base import ModelParams
+
+    params = model_params(config)
+    shared = {f.name for f in fields(ModelParams)}
+    model_class = get_model_class(config["model_name"])
+    complete = {key: value for key, value in config.items() if key not in ("model", model_class.name)}
+    complete["model"] = {
+        setting_name(f.name): getattr(params, f.name) for f in fields(params) if f.name in shared
+    }
+    own = {setting_name(f.name): getattr(params, f.name) for f in fields(params) if f.name not in shared}
+    if own:
+        complete[model_class.name] = own
+    return complete

@@ -1,8 +1,10 @@
-"""Resolved configuration: base defaults < model YAML < ``--config`` file < ``--set key=value``.
+"""Resolved configuration: base defaults < model YAML < a named recipe < ``--config`` file < ``--set``.
 
 A config is a nested dict. Shared sections are ``data``, ``train`` and ``model``; each model also reads a
 section named after itself (``mmim.cpc``, ``mmmie.identity``...). Model defaults ship as YAML in
-``infofusion/configs/<model>.yaml``.
+``infofusion/configs/<model>.yaml``; a recipe is what one corpus's best measured run changes on top of
+them, ``infofusion/configs/recipes/<corpus>/<model>.yaml``. Nothing depends on the data's size: the
+same options give the same config from the command line and from Python.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import hashlib
 import json
 import keyword
 import math
+import sys
 import types
 import typing
 from collections.abc import Collection
@@ -23,9 +26,8 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 
-from . import sized_settings
-from .bounded_yaml import MAX_CONFIG_BYTES, bounded_yaml
-from .trees import deep_merge, flat_items
+from .bounded_yaml import MAX_CONFIG_BYTES, bounded_yaml, read_at_most
+from .trees import deep_merge
 
 # Field metadata of a setting absent from a resolved config unless given (it has no default to show).
 OPTIONAL = {"optional": True}
@@ -48,17 +50,38 @@ class Range:
 
     def __str__(self) -> str:
         if self.high is None:
-            return f"{'>' if self.low_open else '≥'} {self.low:g}"
+            return f"{'>' if self.low_open else '≥'} {_bound(self.low)}"
         if self.low is None:
-            return f"{'<' if self.high_open else '≤'} {self.high:g}"
+            return f"{'<' if self.high_open else '≤'} {_bound(self.high)}"
         opening, closing = "(" if self.low_open else "[", ")" if self.high_open else "]"
-        return f"in {opening}{self.low:g}, {self.high:g}{closing}"
+        return f"in {opening}{_bound(self.low)}, {_bound(self.high)}{closing}"
 
 
-PositiveInt = Annotated[int, Range(1)]
-NonNegativeInt = Annotated[int, Range(0)]
-NonNegativeFloat = Annotated[float, Range(0.0)]
-PositiveFloat = Annotated[float, Range(0.0, low_open=True)]
+def _bound(value: float | None) -> str:
+    """Ints in full (a seed's bound is 9223372036854775808, not 9.22337e+18), floats short."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+# Caps: past them a setting is a typo or an attack, never an experiment, and it must be one line, not a
+# traceback or a huge allocation (model.hidden=100000000 asks for a 12.8 GB weight matrix). Each is its
+# own Range, so a value below the floor still reads "must be ≥ 1" and one above "must be ≤ 16384".
+MAX_COUNT = 1_000_000  # epochs, batch sizes, patience, threads, folds, window turns...
+MAX_WIDTH = 16_384  # a layer's width: one square layer of it is 1 GiB of float32
+MAX_DEPTH = 64  # stacked layers or attention heads
+MAX_WEIGHT = 1.0e6  # loss weights, learning rates, decays, clips: finite and far below overflow
+SEED_LIMIT = 2**63  # NumPy and torch take seeds as signed 64-bit integers
+MAX_ENSEMBLE = 100  # seed-ensemble members: each is a whole training run
+
+PositiveInt = Annotated[int, Range(1), Range(high=MAX_COUNT)]
+NonNegativeInt = Annotated[int, Range(0), Range(high=MAX_COUNT)]
+Width = Annotated[int, Range(1), Range(high=MAX_WIDTH)]
+Depth = Annotated[int, Range(1), Range(high=MAX_DEPTH)]  # also attention heads and kernel sizes
+LayerCount = Annotated[int, Range(0), Range(high=MAX_DEPTH)]  # 0: no hidden layer
+Seed = Annotated[int, Range(0), Range(high=SEED_LIMIT, high_open=True)]
+NonNegativeFloat = Annotated[float, Range(0.0), Range(high=MAX_WEIGHT)]
+PositiveFloat = Annotated[float, Range(0.0, low_open=True), Range(high=MAX_WEIGHT)]
+Weight = NonNegativeFloat  # a loss term's weight; 0 turns the term's gradient off
+SignedWeight = Annotated[float, Range(-MAX_WEIGHT, MAX_WEIGHT)]  # a factor that may flip a gradient
 Fraction = Annotated[float, Range(0.0, 1.0, high_open=True)]  # dropout rates
 Modality = Literal["text", "audio", "visual"]
 
@@ -120,12 +143,14 @@ def check_value(key: str, value: Any, hint: Any) -> Any:
                 raise ConfigError(f"{key} must be {bound}, got {value!r}")
         return checked
     if origin in (typing.Union, types.UnionType):
+        out_of_range = None  # a value of the right kind outside its option's range: say which range
         for option in args:
             try:
                 return check_value(key, value, option)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{key} must be {describe(hint)}, got {value!r}")
+            except ConfigError as error:
+                if option is not _unbounded(option) and _is_kind(key, value, _unbounded(option)):
+                    out_of_range = error
+        raise out_of_range or ConfigError(f"{key} must be {describe(hint)}, got {value!r}")
     if origin is Literal:
         if any(value == choice and type(value) is type(choice) for choice in args):
             return value
@@ -156,13 +181,27 @@ def check_value(key: str, value: Any, hint: Any) -> Any:
     return float(value) if hint is float else value
 
 
+def _is_kind(key: str, value: Any, kind: Any) -> bool:
+    try:
+        check_value(key, value, kind)
+    except ConfigError:
+        return False
+    return True
+
+
+def _unbounded(hint: Any) -> Any:
+    return typing.get_args(hint)[0] if typing.get_origin(hint) is Annotated else hint
+
+
 def _is_instance(value: Any, kind: Any) -> bool:
     if kind is type(None):
         return value is None
     if isinstance(value, bool):
         return kind is bool
     if kind is float:
-        return isinstance(value, int | float) and math.isfinite(value)
+        if isinstance(value, int):  # compared exactly: math.isfinite(10**400) raises OverflowError
+            return abs(value) <= sys.float_info.max
+        return isinstance(value, float) and math.isfinite(value)
     return isinstance(value, kind)
 
 
@@ -179,9 +218,9 @@ def describe(hint: Any) -> str:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is Annotated:
         bounds = [str(bound) for bound in args[1:] if isinstance(bound, Range)]
-        return " ".join([describe(args[0]), *bounds])
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(describe(option) for option in args)
+        return " ".join([describe(args[0]), " and ".join(bounds)]) if bounds else describe(args[0])
+    if origin in (typing.Union, types.UnionType):  # the kinds only: a range error names its range
+        return " or ".join(describe(_unbounded(option)) for option in args)
     if origin is Literal:
         return "one of " + ", ".join(str(choice) for choice in args)
     if origin is list:
@@ -200,11 +239,14 @@ class DataSection:
     spec: str = "synthetic"
     label: str = "Emotion"
     valid_fraction: Fraction = 0.1
-    split_seed: int = 0
+    split_seed: Seed = 0
     test_as_valid: bool = False
     encoder: str = "all-MiniLM-L6-v2"
     modalities: str | list | None = None  # None = every modality the data has; "t,a" or a list otherwise
-    standardize: bool = False  # true: (x - mean) / std per dimension, training-split statistics
+    # (x - mean) / std per dimension with training-split statistics, for every modality read from the data's
+    # files (MOSI's openSMILE audio reaches 356 beside unit-scale text: unscaled, MMIM's MI terms swamped its
+    # task loss). The text front end's own vectors are a transformer's, already unit-scale: left as they are.
+    standardize: bool = True
     cache_dir: str | None = field(default=None, metadata=OPTIONAL)  # text-encoder cache folder
 
 
@@ -226,6 +268,9 @@ class TrainSection:
     # weights of the last step (infofusion.weight_averaging).
     ema_epochs: NonNegativeFloat = 0.0
     threads: NonNegativeInt = 0  # 0 leaves torch's default
+    # N > 0: `infofusion train` trains seeds 1..N (or --seeds) into one seed-ensemble run (docs/workflow.md);
+    # 0: one run. Members are saved with 0: each is an ordinary run.
+    ensemble: Annotated[int, Range(0), Range(high=MAX_ENSEMBLE)] = 0
     device: str | None = field(default=None, metadata=OPTIONAL)  # None: cuda when available, else cpu
 
 
@@ -252,8 +297,11 @@ class TextSection:
     adapt_batch_size: PositiveInt = 16  # adapted: utterances per step of that classifier
     # adapted: cross-fitting. With K > 1, K classifiers each learn all training dialogues but one fold and
     # read that fold, so no training vector is fit to its own label; the rest read as their mean vector.
-    # auto: two folds when the training dialogues are long, else one (infofusion.text_adaptation).
-    adapt_folds: PositiveInt | Literal["auto"] = 1
+    adapt_folds: PositiveInt = 1
+    # frozen/adapted readings computed once (a model's own front end runs in fp32): bf16 matrix products
+    # are 2-3x faster on CPUs with native bf16 (AMX, AVX512-BF16) but move mpnet's vectors to cosine
+    # 0.9895 on 1 of 400 MELD windows, below the 0.99 bar, so fp32 stays the default (docs/text.md).
+    precision: Literal["fp32", "bf16"] = "fp32"
 
 
 TYPED_SECTIONS: dict[str, type] = {"data": DataSection, "train": TrainSection, "text": TextSection}
@@ -275,11 +323,7 @@ BASE_DEFAULTS: dict[str, Any] = {
     "text": section_defaults(TextSection),
     "model": {"hidden": 128, "dropout": 0.3},
 }
-TOP_LEVEL_SETTINGS = ("seed", "model_name")
-# Settings added after runs and caches were made, each with the value at which it behaves as before it
-# existed: a saved config without it reads as having that value (resuming an older run,
-# ``RunDir.check_resume_config``), and at that value it stays out of cache keys (``text_adaptation``).
-ADDED_SETTINGS: dict[str, Any] = {"train.ema_epochs": 0.0}
+TOP_LEVEL_SETTINGS = ("seed", "model_name", "recipe")
 
 MODALITY_ALIASES = {"t": "text", "a": "audio", "v": "visual"}
 
@@ -299,9 +343,10 @@ def packaged_config(name: str) -> dict:
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
+        raw = read_at_most(path, MAX_CONFIG_BYTES)  # st_size is 0 for /dev/zero: read, bounded
+        if len(raw) > MAX_CONFIG_BYTES:
             raise ConfigError(f"config file {path} is over {MAX_CONFIG_BYTES} bytes: not a config")
-        loaded = bounded_yaml(path.read_text(encoding="utf-8"))
+        loaded = bounded_yaml(raw.decode("utf-8"))
     except FileNotFoundError as error:
         raise ConfigError(f"config file not found: {path}") from error
     except UnicodeDecodeError as error:
@@ -348,35 +393,62 @@ def resolve_config(
     config_file: str | Path | None = None,
     overrides: list[str] | None = None,
     extra: dict | None = None,
-    training_split: sized_settings.TrainingSplit | None = None,
+    recipe: str | None = None,
 ) -> dict:
-    """Layers, each over the one before: base defaults < the model's YAML < its sized settings
-    (``small_data`` or ``long_dialogues``) < ``config_file`` < ``extra`` < ``overrides`` (``--set``).
+    """Layers, each over the one before: base defaults < the model's YAML < ``recipe`` (a corpus name,
+    :func:`recipe_layer`) < ``config_file`` < ``extra`` < ``overrides`` (``--set``).
 
-    A sized section applies when ``training_split`` (counted by the caller) is within its bound, no
-    section before it applied, and no user layer sets one of its opt-out settings (``sized_settings``).
+    The config records the recipe's name (``recipe``; None for the defaults). A saved config passed as
+    ``extra`` keeps the recipe it names without applying it again: its settings are already in it.
     """
-    model_layer = deep_merge(BASE_DEFAULTS, packaged_config(model))
-    user_layers = [load_yaml(config_file)] if config_file else []
-    user_layers += [extra] if extra else []
-
-    def under_user_layers(config: dict) -> dict:
-        for layer in user_layers:
-            config = deep_merge(config, layer)
-        return apply_overrides(config, overrides or [])
-
-    config = under_user_layers(model_layer)
-    if training_split is not None:
-        sections = sized_settings.sections_of(config)  # as the user's layers left them (--set small_data.…)
-        user_settings = [flat_items(tree) for tree in [*user_layers, apply_overrides({}, overrides or [])]]
-        chosen = sized_settings.first_applying(sections, training_split, user_settings)
-        if chosen is not None:
-            config = under_user_layers(deep_merge(model_layer, chosen.settings_layer(sections[chosen])))
-        config.update(sized_settings.recorded(sections, training_split, chosen))
+    config = deep_merge(BASE_DEFAULTS, packaged_config(model))
+    if recipe is not None:
+        config = deep_merge(config, recipe_layer(recipe, model))
+    if config_file:
+        config = deep_merge(config, load_yaml(config_file))
+    if extra:
+        config = deep_merge(config, extra)
+    config = apply_overrides(config, overrides or [])
     config["model_name"] = model
+    config.setdefault("recipe", recipe)
     check_sections(config)
     config["data"]["modalities"] = normalise_modalities(config["data"].get("modalities"))
     return config
+
+
+# -- recipes: a corpus's measured settings, by name -------------------------------------------------------
+def recipes_directory() -> Any:
+    return resources.files("infofusion") / "configs" / "recipes"
+
+
+def recipe_names(model: str | None = None) -> list[str]:
+    """The corpora with a recipe (for ``model``, when given)."""
+    return sorted(
+        entry.name
+        for entry in recipes_directory().iterdir()
+        if entry.is_dir() and (model is None or (entry / f"{model}.yaml").is_file())
+    )
+
+
+def recipe_path(recipe: str) -> str:
+    """Where a recipe's file is, as shown to users: ``configs/recipes/<corpus>/<model>.yaml``."""
+    return f"configs/recipes/{recipe}/"
+
+
+def recipe_layer(recipe: str, model: str) -> dict:
+    """The settings ``configs/recipes/<recipe>/<model>.yaml`` changes, or a :class:`ConfigError` that
+    lists the recipes there are."""
+    resource = recipes_directory() / recipe / f"{model}.yaml"
+    if not recipe.replace("_", "").replace("-", "").isalnum() or not resource.is_file():
+        for_model = recipe_names(model)
+        known = ", ".join(for_model) if for_model else "none"
+        close = difflib.get_close_matches(recipe, for_model, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"--recipe {recipe}: no recipe for {model}{hint}; recipes for {model}: {known}")
+    layer = yaml.safe_load(resource.read_text(encoding="utf-8")) or {}
+    if not isinstance(layer, dict):
+        raise ConfigError(f"recipe {recipe}/{model}.yaml must hold a mapping")
+    return layer
 
 
 # -- typed sections ---------------------------------------------------------------------------------------
@@ -403,29 +475,13 @@ def check_sections(config: dict) -> None:
     model_sections = [str(config.get("model_name")), *packaged_model_sections()]
     known = [*TOP_LEVEL_SETTINGS, "model", *TYPED_SECTIONS, *model_sections]
     for key in config:
-        if key not in known and key not in sized_settings.NAMES:
+        if key not in known:
             raise unknown_key(str(key), known)
-    for kind in sized_settings.SECTIONS:
-        check_sized_section(kind, config.get(kind.name, {}), known)
-    config["seed"] = check_value("seed", config.get("seed", 0), int)
+    config["seed"] = check_value("seed", config.get("seed", 0), Seed)
+    if config.get("recipe") is not None:
+        config["recipe"] = check_value("recipe", config["recipe"], str)
     for name, section_class in TYPED_SECTIONS.items():
         config[name] = checked_section(name, config[name], section_class)
-
-
-def check_sized_section(kind: sized_settings.SizedSection, section: Any, known: list[str]) -> None:
-    """A sized section is a mapping, its bound a positive number and its settings name known sections
-    (their values are checked with the rest of the config once they apply)."""
-    if not isinstance(section, dict):
-        raise ConfigError(f"{kind.name} must be a section of settings, not a single value")
-    bound, whole = section.get(kind.bound, 0), kind.at_most  # a size is a count, an average may not be
-    if isinstance(bound, bool) or not isinstance(bound, int if whole else int | float) or bound < 0:
-        unit = "a count of utterances" if whole else "a number of utterances"
-        raise ConfigError(f"{kind.name}.{kind.bound} must be {unit}, got {bound!r}")
-    for key, value in kind.settings_layer(section).items():
-        if key not in known:
-            raise unknown_key(str(key), known, f"{kind.name}.")
-        if not isinstance(value, dict) and key not in TOP_LEVEL_SETTINGS:
-            raise ConfigError(f"{kind.name}.{key} must be a section of settings")
 
 
 def data_loader_options() -> list[str]:

@@ -16,80 +16,64 @@ classifiers each learn all folds but one and read the one they did not learn, an
 test splits (and, at inference, new transcripts) read as the mean of the K classifiers' vectors. A
 classifier's vectors of its own training utterances are fit to their labels, and a model trained on them
 trusts the text more than new utterances bear out (``docs/text.md``). With K = 2 the two classifiers
-together cost what one costs on the whole training split. ``auto`` (the seed models' YAMLs) cross-fits
-over two folds when the training dialogues are long (:func:`chosen_folds`).
+together cost what one costs on the whole training split. The recipes say how many folds each corpus
+uses (``configs/recipes``: two on IEMOCAP's long dialogues, one on MELD's short ones).
 
 On 2 CPU cores a fine-tuning epoch of IEMOCAP or MELD costs minutes while the dialogue models need tens
 of epochs, so fine-tuning them end to end does not fit in a run; this does (``docs/text.md``).
 
 Each classifier's run folder is kept in the cache (``$INFOFUSION_CACHE/text-adapted/<key>``, with
-``-fold<k>of<K>`` when cross-fitted), keyed by the windows, every split's labels, the seed and the
-classifier's settings: each model trained on the same data with the same seed and text settings reuses
-it. The model's run keeps the learned weights (``text_encoder.pt``) so that inference reads new
-transcripts with the same transformers.
+``-fold<k>of<K>`` when cross-fitted), keyed by the windows, every split's labels, the seed, the
+encoder's weights (their content hash or Hub revision) and the classifier's resolved settings: each model
+trained on the same data with the same seed and text settings reuses it. A second training that needs
+an adaptation another one is making waits for it (``$INFOFUSION_CACHE/locks/``) and reads it; a cached
+file that does not load or does not fit the encoder is trained again. The model's run keeps the learned
+weights (``text_encoder.pt``) so that inference reads new transcripts with the same transformers.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .config import ADDED_SETTINGS, ConfigError, resolve_config
-from .data.text_encoder import default_cache_dir
-from .data.types import Dataset, Dialogue
+from .config import ConfigError, resolve_config
+from .data.text_encoder import default_cache_dir, encoder_identity
+from .data.types import Dataset
 from .randomness import random_state_kept
-from .runs import RunDir
+from .runs import RunDir, RunFolderError, load_checkpoint
 from .text import AdaptedEncoder
 from .text.prepare import all_windows
+from .text.settings import adapted_state_problem
 from .text.windows import windows_digest
 
 CLASSIFIER = "text_classifier"
 # The main run's settings the classifier shares; the rest of its training settings are its own YAML's.
 SHARED_TRAIN_SETTINGS = ("threads", "device", "select_metric")
 # Raised when the adaptation learns differently with the same settings (a cached one is then not reused).
-ADAPTATION_VERSION = 2  # 2: the transformer's weight decay is decoupled
+# 2: the transformer's weight decay is decoupled; 3: keyed by the encoder's weights, not its name
+ADAPTATION_VERSION = 3
 # Settings that change where or how fast the classifier runs, not what it learns.
 UNKEYED_TRAIN_SETTINGS = ("threads", "device", "eval_batch_size")
-# text.adapt_folds=auto: two folds when the training dialogues average at least this many utterances,
-# else one classifier. Chosen on the two dialogue dev splits (docs/text.md): cross-fitted, MMMIE's
-# weighted F1 rose 3-7 points on IEMOCAP (training dialogues of 48 utterances on average, 3 seeds) and
-# fell 2-4 on MELD (10, 2 seeds). Why MELD loses is not settled; the bound lies between the two corpora,
-# and no other corpus has been measured.
-AUTO_FOLDS = 2
-AUTO_MIN_UTTERANCES_PER_DIALOGUE = 20
+# How long a training waits for another one adapting the same key into the cache (IEMOCAP's two
+# cross-fitted classifiers take about an hour on 2 CPU cores), and how often it looks.
+WAIT_FOR_ADAPTATION_S = 4 * 3600.0
+WAIT_POLL_S = 2.0
 
 
-def chosen_folds(setting: int | str, train: Sequence[Dialogue]) -> tuple[int, str | None]:
-    """The number of classifiers ``text.adapt_folds`` asks for on the training dialogues ``train``, and
-    for ``auto`` a line saying why."""
-    if setting != "auto":
-        return int(setting), None
-    per_dialogue = sum(len(d.utterances) for d in train) / max(len(train), 1)
-    bound = AUTO_MIN_UTTERANCES_PER_DIALOGUE
-    average = f"the training dialogues average {per_dialogue:.1f} utterances"
-    if per_dialogue < bound:
-        return 1, f"text.adapt_folds=auto: one classifier ({average}, fewer than {bound})"
-    if len(train) < AUTO_FOLDS:
-        return 1, "text.adapt_folds=auto: one classifier (one training dialogue, nothing to cross-fit)"
-    return (
-        AUTO_FOLDS,
-        f"text.adapt_folds=auto: {AUTO_FOLDS} cross-fitted classifiers ({average}, at least {bound})",
-    )
-
-
-def adaptation_config(config: dict, folds: int | None = None) -> dict:
-    """The classifier's resolved config for the main run's resolved ``config`` (with ``folds``, the
-    number of classifiers :func:`chosen_folds` resolved ``text.adapt_folds`` to)."""
+def adaptation_config(config: dict) -> dict:
+    """The classifier's resolved config for the main run's resolved ``config``."""
     text = {**config["text"], "mode": "finetune"}
-    if folds is not None:
-        text["adapt_folds"] = folds
     train = {"epochs": text["adapt_epochs"], "batch_size": text["adapt_batch_size"]}
     train |= {key: config["train"][key] for key in SHARED_TRAIN_SETTINGS if key in config["train"]}
     # The classifier reads the prepared data set it is given; standardising the placeholder text
@@ -100,22 +84,19 @@ def adaptation_config(config: dict, folds: int | None = None) -> dict:
 
 
 def adaptation_key(classifier_config: dict, dataset: Dataset) -> str:
-    """What the adapted weights depend on: the windows, each split's labels, the seed and the settings
-    (not the data's path, nor where and how fast the classifier runs)."""
+    """What the adapted weights depend on: the windows, each split's labels, the seed, the encoder's
+    weights (:func:`~infofusion.data.text_encoder.encoder_identity`, not its name or path) and the
+    classifier's resolved settings (not the data's path, nor where and how fast the classifier runs)."""
     digest = hashlib.sha256(windows_digest(all_windows(dataset)).encode())
     for split in sorted(dataset.splits):
         labels = [u.label for d in dataset.splits[split] for u in d.utterances]
         digest.update(json.dumps([split, labels]).encode())
-    # A setting added later keys only away from its old behaviour: the adaptations cached before it stay.
-    train = {
-        k: v
-        for k, v in classifier_config["train"].items()
-        if k not in UNKEYED_TRAIN_SETTINGS and ADDED_SETTINGS.get(f"train.{k}", object()) != v
-    }
+    train = {k: v for k, v in classifier_config["train"].items() if k not in UNKEYED_TRAIN_SETTINGS}
+    text = classifier_config["text"]
     settings = {
         "version": ADAPTATION_VERSION,
         "seed": classifier_config["seed"],
-        "text": classifier_config["text"],
+        "text": {**text, "encoder": encoder_identity(text["encoder"])},
         "model": classifier_config["model"],
         "train": train,
     }
@@ -159,11 +140,8 @@ def adapt_text_front_end(
     than new utterances bear out; each held-out fold's vectors are as good as a new utterance's.
     """
     train = dataset.splits["train"]
-    folds, why = chosen_folds(config["text"]["adapt_folds"], train)
-    if why:
-        echo(why)
-    # Resolved before the key: auto's one classifier is the cached one of text.adapt_folds=1.
-    classifier = adaptation_config(config, folds)
+    folds = int(config["text"]["adapt_folds"])
+    classifier = adaptation_config(config)
     key = adaptation_key(classifier, dataset)
     if folds == 1:
         return AdaptedEncoder((_adapted_state(classifier, dataset, key, trainer_class, echo),), key)
@@ -193,26 +171,101 @@ def _adapted_state(
     echo: Callable[[str], None],
     label: str = "",
 ) -> dict[str, torch.Tensor]:
-    """One classifier's learned transformer weights: from its cache folder, or trained there."""
+    """One classifier's learned transformer weights: from its cache folder, or trained there. A
+    training that finds another one adapting the same key waits for it and reads its weights; a cached
+    file that is damaged or does not fit the encoder is trained again, not trusted."""
     folder = adaptation_folder(classifier, key)
-    if folder.text_encoder_path.is_file():
-        return folder.read_text_encoders()[0]
     text = classifier["text"]
-    layers = f"the top {text['finetune_layers']} layers" if text["finetune_layers"] else "all layers"
-    echo(
-        f"adapting {text['encoder']} to the training labels first (text.mode=adapted): {CLASSIFIER}, "
-        f"{classifier['train']['epochs']} epochs, {layers} at text.lr {text['lr']:g}"
-        + (f", {label}" if label else "")
-        + f", into {folder.path}"
-    )
-    # The main model starts from the same random state whether the adaptation ran or was cached.
-    with random_state_kept(), folder.claim(classifier, overwrite=True):
-        trainer = trainer_class(
-            classifier, folder.path, dataset=dataset, echo=lambda line: echo(f"adaptation: {line}")
+    with adaptation_lock(folder, text["encoder"], echo):
+        state, problem = cached_adaptation(folder, text["encoder"], key)
+        if state is not None:
+            return state
+        if problem:
+            echo(f"the cached adaptation cannot be used ({problem}): adapting again")
+        layers = f"the top {text['finetune_layers']} layers" if text["finetune_layers"] else "all layers"
+        echo(
+            f"adapting {text['encoder']} to the training labels first (text.mode=adapted): {CLASSIFIER}, "
+            f"{classifier['train']['epochs']} epochs, {layers} at text.lr {text['lr']:g}"
+            + (f", {label}" if label else "")
+            + f", into {folder.path}"
         )
-        metrics = trainer.fit()  # ends on the best epoch's weights
-        state = trainer.model.text_front_end.learned_state()
-        folder.write_text_encoders([state], encoder=text["encoder"], key=key)
+        # The main model starts from the same random state whether the adaptation ran or was cached.
+        with random_state_kept(), folder.claim(classifier, overwrite=True):
+            trainer = trainer_class(
+                classifier, folder.path, dataset=dataset, echo=lambda line: echo(f"adaptation: {line}")
+            )
+            metrics = trainer.fit()  # ends on the best epoch's weights
+            state = trainer.model.text_front_end.learned_state()
+            folder.write_text_encoders([state], encoder=text["encoder"], key=key)
     metric = trainer.select_metric
     echo(f"adaptation: best epoch {metrics['best_epoch']}, valid {metric} {metrics['valid'][metric]:.4f}")
     return state
+
+
+def cached_adaptation(
+    folder: RunDir, encoder: str, key: str
+) -> tuple[dict[str, torch.Tensor] | None, str | None]:
+    """The learned weights cached in ``folder``, or None and why they cannot be used (``(None, None)``:
+    nothing is cached there). A file that does not load, was written for another key, or whose weights
+    do not fit ``encoder``'s transformer is not used."""
+    path = folder.text_encoder_path
+    if not path.is_file():
+        return None, None
+    try:
+        saved = load_checkpoint(path, "cpu")
+    except RunFolderError as error:
+        return None, str(error)
+    states = saved["model"]
+    states = [states] if isinstance(states, dict) else states
+    if not isinstance(states, list) or len(states) != 1:
+        return None, f"{path} does not hold one set of transformer weights"
+    if saved.get("key") != key:
+        return None, f"{path} was written for another adaptation ({saved.get('key')!r})"
+    problem = adapted_state_problem(encoder, states[0])
+    return (None, f"{path}: {problem}") if problem else (states[0], None)
+
+
+@contextmanager
+def adaptation_lock(
+    folder: RunDir, encoder: str, echo: Callable[[str], None], timeout: float | None = None
+) -> Iterator[None]:
+    """Hold the adaptation cache folder ``folder`` alone: an exclusive ``flock`` on a lock file kept out
+    of the folder (whose contents an adaptation run replaces), under ``locks/`` in the cache. Another
+    training holding it is waited for, up to ``timeout`` seconds (:data:`WAIT_FOR_ADAPTATION_S`),
+    saying once what is awaited: two trainings sharing an adaptation make it once."""
+    timeout = WAIT_FOR_ADAPTATION_S if timeout is None else timeout
+    lock_path = folder.path.parent.parent / "locks" / f"{folder.path.parent.name}-{folder.path.name}.lock"
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as error:
+        raise RunFolderError(f"cannot open the lock file {lock_path}: {error.strerror or error}") from None
+    try:
+        deadline = time.monotonic() + timeout
+        waited = False
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise RunFolderError(
+                        f"gave up after {_duration(timeout)} waiting for another training that adapts "
+                        f"{encoder} into {folder.path} (it holds {lock_path}); run again once it has "
+                        "finished, and this run reads its adaptation"
+                    ) from None
+                if not waited:
+                    echo(
+                        f"waiting for another training that adapts {encoder} into {folder.path} (it holds "
+                        f"{lock_path}) to finish, up to {_duration(timeout)}: this run then reads its "
+                        "adaptation"
+                    )
+                    waited = True
+                time.sleep(max(min(WAIT_POLL_S, deadline - time.monotonic()), 0.01))
+        yield
+    finally:
+        os.close(descriptor)  # closing releases the lock
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} minutes" if seconds >= 120 else f"{seconds:.0f} s"

@@ -8,6 +8,7 @@ Model selection looks at the validation split only; test is evaluated once, on t
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import time
@@ -23,6 +24,7 @@ import torch
 from .config import ConfigError, config_hash, train_settings
 from .data import load_dataset
 from .data.batching import Batch, DialogueLoader, as_utterance_dialogues
+from .data.labels import run_class_names, with_run_classes
 from .data.provenance import data_provenance
 from .data.standardize import check_statistics, training_statistics
 from .data.types import DataError, Dataset
@@ -33,8 +35,16 @@ from .models.base import probabilities
 from .progress import track
 from .randomness import restore_rng_state, rng_state, seed_everything
 from .runinfo import run_information
-from .runs import RunDir
-from .text import ADAPTED_STATE_KEY, FRONT_END_KEY, prepare_text, text_settings, without_label_fit_features
+from .runs import LoadedRun, RunDir, RunFolderError, training_notes_silenced
+from .text import (
+    ADAPTED_STATE_KEY,
+    FRONT_END_KEY,
+    AdaptedEncoder,
+    prepare_text,
+    resolve_encoder_paths,
+    text_settings,
+    without_label_fit_features,
+)
 from .text_adaptation import adapt_text_front_end
 from .weight_averaging import WeightAverage
 
@@ -46,7 +56,12 @@ EpochCallback = Callable[[dict], None]
 HUGE_FEATURE = 1e15  # a feature this large overflows float32 products and squares
 
 
-def load_data_for_config(config: dict, echo: Callable[[str], None] = print) -> Dataset:
+def load_data_for_config(
+    config: dict, echo: Callable[[str], None] = print, adapted: AdaptedEncoder | None = None
+) -> Dataset:
+    """The data ``config`` names with its text prepared. ``text.mode=adapted``: with ``adapted`` (a
+    trained run's own encoders) the text is read with those; without, a text classifier is trained (or
+    read from the cache) first."""
     data = config["data"]
     text = text_settings(config)
     # A front end replaces the sentence vectors: don't spend minutes computing them first.
@@ -58,10 +73,34 @@ def load_data_for_config(config: dict, echo: Callable[[str], None] = print) -> D
         dataset = without_label_fit_features(dataset, text)
     model_class = get_model_class(config["model_name"]) if config.get("model_name") else None
     needs_windows = model_class is not None and model_class.reads_token_embeddings(config)
-    # text.mode=adapted: a text classifier trained by this module's Trainer adapts the transformer first.
-    adapt = partial(adapt_text_front_end, config, trainer_class=Trainer, echo=echo)
+    # text.mode=adapted: a text classifier trained by this module's Trainer adapts the transformer first,
+    # unless the run's own adapted encoders are given: a trained run is never adapted again.
+    if adapted is not None:
+        adapt: Callable[[Dataset], AdaptedEncoder] = lambda _: adapted  # noqa: E731
+    else:
+        adapt = partial(adapt_text_front_end, config, trainer_class=Trainer, echo=echo)
     prepare_text(dataset, text, needs_windows, data.get("cache_dir"), adapt)
     return dataset
+
+
+def run_adapted_encoder(run: RunDir) -> AdaptedEncoder | None:
+    """The adapted text encoders a run kept (``text_encoder.pt``), keyed by their content: every split of
+    new data reads as their mean, as training read its validation and test splits. None for a run that
+    kept none; a run whose config says ``text.mode=adapted`` without them is refused, never re-adapted."""
+    states = run.read_text_encoders()
+    if states is None:
+        if run.config().get("text", {}).get("mode") == "adapted":
+            raise RunFolderError(
+                f"{run.text_encoder_path}: missing, and the run read adapted text (text.mode=adapted); "
+                "its text cannot be read again without it"
+            )
+        return None
+    digest = hashlib.sha256()
+    for state in states:
+        for name in sorted(state):
+            digest.update(name.encode())
+            digest.update(state[name].detach().cpu().contiguous().numpy().tobytes())
+    return AdaptedEncoder(tuple(states), f"run-{digest.hexdigest()[:16]}")
 
 
 class StandardizedLoader:
@@ -96,6 +135,8 @@ class Trainer:
         echo: Callable[[str], None] | None = None,
         info: DataInfo | None = None,
     ) -> None:
+        # A model folder named by a relative path is recorded absolute: the run names the folder it read.
+        config = resolve_encoder_paths(config)
         self.config = config
         self.train_config = config["train"]
         self.settings = train_settings(config)
@@ -117,6 +158,9 @@ class Trainer:
         self.dataset = dataset if dataset is not None else load_data_for_config(config, self.echo)
         # A trained model keeps the data description it was built with (speaker vocabulary, classes).
         self.info = info if info is not None else DataInfo.from_dataset(self.dataset)
+        if info is not None:  # a trained model meets data again: labels go by class name (data/labels.py)
+            names = run_class_names(info.task, info.class_names, info.num_classes)
+            self.dataset = with_run_classes(self.dataset, info.task, names)
         if info is None:
             # Decided now, while the data's files are where the config says (data/provenance.py).
             self.info.provenance = data_provenance(config["data"], self.info.modalities)
@@ -124,7 +168,9 @@ class Trainer:
             if front_end:  # the text front end read the transcripts (infofusion.text.prepare_text)
                 self.info.provenance["text"] = {"kind": "front_end", "encoder": front_end["encoder"]}
         if info is None and config["data"].get("standardize"):
-            self.info.feature_scaling = training_statistics(self.dataset)
+            read_by_front_end = ["text"] if self.dataset.meta.get(FRONT_END_KEY) else []
+            scaled = [m for m in self.dataset.modalities if m not in read_by_front_end]
+            self.info.feature_scaling = training_statistics(self.dataset, scaled) if scaled else None
         if self.info.feature_scaling:
             # Saved statistics when a trained model meets data again: never refit on other data. The
             # model applies them (InfoFusionModel.standardize) to every batch of the loaders below.
@@ -180,13 +226,22 @@ class Trainer:
         cls, run_dir: str | Path, data: str | None = None, overrides: list[str] | None = None
     ) -> Trainer:
         """A trainer around a finished run's best checkpoint, optionally on other data (``data``)."""
-        loaded = RunDir(run_dir).load(data, overrides)
+        return cls.from_loaded(run_dir, RunDir(run_dir).load(data, overrides))
+
+    @classmethod
+    def from_loaded(cls, run_dir: str | Path, loaded: LoadedRun, dataset: Dataset | None = None) -> Trainer:
+        """A trainer around a run :meth:`RunDir.load` read; ``dataset``: the data as this run reads it,
+        already loaded (the members of a seed ensemble whose text needs no run of its own share one)."""
         if not loaded.config["data"].get("modalities"):
             # Read the data with the modalities the model was trained on, whatever the defaults that
             # choose them (label_fit_left_out) would pick today.
             loaded.config["data"]["modalities"] = list(loaded.info.modalities)
-        trainer = cls(loaded.config, run_dir, echo=lambda _: None, info=loaded.info)
-        trainer.model.load_state_dict(loaded.best_state["model"])
+        if dataset is None:
+            adapted = run_adapted_encoder(RunDir(run_dir))
+            dataset = load_data_for_config(loaded.config, lambda _: None, adapted)
+        with training_notes_silenced():
+            trainer = cls(loaded.config, run_dir, dataset=dataset, echo=lambda _: None, info=loaded.info)
+        loaded.load_weights(trainer.model)  # checked first: weights that do not fit are one line, exit 2
         return trainer
 
     # -- data -----------------------------------------------------------------------------------------
@@ -482,6 +537,7 @@ def train(
     """
     started = time.perf_counter()
     model_params(config)  # a bad model setting fails before the folder is created or claimed
+    config = resolve_encoder_paths(config)  # as the run records it, so --resume compares like with like
     # Under torchrun rank 0 alone claims the folder; the other ranks never write into it.
     is_main = DistributedContext.from_environment().is_main
     claim = RunDir(output).claim(config, resume=resume, overwrite=overwrite) if is_main else nullcontext()

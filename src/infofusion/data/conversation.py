@@ -48,6 +48,9 @@ FIELDS = (
     "testVid",
 )
 MODALITY_FIELDS = {"text": "videoText", "audio": "videoAudio", "visual": "videoVisual"}
+# Classes are 0..max label: a label of 10**9 (or 1e300, integral) would make that many class names and
+# an output layer as wide. Emotion sets have a handful; anything past this is a broken file.
+MAX_CLASSES = 10_000
 
 
 def load_conversation_pickle(
@@ -90,7 +93,7 @@ def conversation_dataset(
     splits = {
         split: [_dialogue(parts, video, split, source) for video in ids] for split, ids in split_ids.items()
     }
-    task, classes = _settle_labels(splits)
+    task, classes = _settle_labels(splits, source)
     dataset = Dataset(
         name=Path(source).stem,
         source=source,
@@ -241,7 +244,7 @@ def _label_value(raw: object, where: dict[str, str]) -> int | float:
     raise DataError(f"label {raw!r} is not a number", **where, field="videoLabels")
 
 
-def _settle_labels(splits: dict[str, list[Dialogue]]) -> tuple[str, list[str] | None]:
+def _settle_labels(splits: dict[str, list[Dialogue]], source: str) -> tuple[str, list[str] | None]:
     """Decide classification vs regression from all labels, and convert labels to int or float."""
     utterances = [u for dialogues in splits.values() for d in dialogues for u in d.utterances]
     integral = all(
@@ -254,4 +257,10 @@ def _settle_labels(splits: dict[str, list[Dialogue]]) -> tuple[str, list[str] | 
     for utterance in utterances:
         utterance.label = int(utterance.label)
     max_label = max((u.label for u in utterances), default=0)
+    if max_label >= MAX_CLASSES:
+        raise DataError(
+            f"label {max_label} would make {max_label + 1} classes (0 to {max_label}), over {MAX_CLASSES}",
+            file=source,
+            field="videoLabels",
+        )
     return "classification", [str(index) for index in range(max(max_label, 0) + 1)]

@@ -10,7 +10,11 @@ encoding NumPy documents for the raw bytes of Python 2 arrays, and it never fail
 Cost is bounded too: an allowed callable that allocates (``bytes(n)``, ``bytearray(n)``, ``ndarray(shape)``,
 NumPy's ``_reconstruct``) may not ask for more elements than the file has bytes (plus a small margin).
 Real data never does, since an array's contents are in the file; a few hundred bytes demanding gigabytes
-is refused before anything is allocated.
+is refused before anything is allocated. Once loaded, the structure is measured as the loaders will walk
+it: a reference to an object already loaded costs the pickle two bytes but expands into a full copy when a
+loader builds one utterance per entry (one list referenced 10,000 times is 10,000 lists of utterances).
+:func:`check_expansion` counts elements that way, each reference in full, and refuses a structure that
+expands past a multiple of the file's size: real data holds every element in the file.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import _compat_pickle
 import importlib
 import os
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -134,13 +138,54 @@ class RestrictedUnpickler(pickle.Unpickler):
         return self._bounded(name, found) if name in ALLOCATING else found
 
 
+# Elements a loaded structure may expand to per byte of its file. Each element of real data costs a byte
+# or more in the pickle (an array element its itemsize, a character at least one byte, a container entry
+# an opcode), so real data stays below 1; shared references are what exceed it.
+EXPANSION_PER_BYTE = 2
+
+
+def check_expansion(content: object, budget: int, source: str) -> int:
+    """The elements ``content`` expands to, counting every reference in full (a list twice referenced
+    counts twice); a :class:`DataError` as soon as the count passes ``budget``, so the walk itself costs
+    at most ``budget`` steps, cycles included."""
+    total, stack = 0, [content]
+    while stack:
+        item = stack.pop()
+        children: Iterable[object] = ()
+        if isinstance(item, np.ndarray):
+            total += max(int(item.size), 1)
+            if item.dtype.hasobject:
+                children = item.ravel()
+        elif isinstance(item, (str, bytes, bytearray, range)):
+            total += max(len(item), 1)
+        elif isinstance(item, dict):
+            total += max(len(item), 1)
+            children = (*item.keys(), *item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            total += max(len(item), 1)
+            children = item
+        else:
+            total += 1
+        if total > budget:  # before walking the children: the walk stays within the budget
+            raise DataError(
+                f"the pickle's shared references expand to more than {budget} elements, far more than "
+                "its size can hold: refused (real data stores each element in the file)",
+                file=source,
+            )
+        stack.extend(children)
+    return total
+
+
 def safe_load(path: str | Path) -> object:
-    """Unpickle ``path`` with :class:`RestrictedUnpickler`; any failure is a :class:`DataError`."""
+    """Unpickle ``path`` with :class:`RestrictedUnpickler` and :func:`check_expansion`; any failure is a
+    :class:`DataError`."""
     source = str(path)
     try:
         with open(path, "rb") as handle:
-            budget = os.fstat(handle.fileno()).st_size + SIZE_MARGIN
-            return RestrictedUnpickler(handle, source, budget).load()
+            size = os.fstat(handle.fileno()).st_size
+            content = RestrictedUnpickler(handle, source, size + SIZE_MARGIN).load()
+        check_expansion(content, EXPANSION_PER_BYTE * size + SIZE_MARGIN, source)
+        return content
     except DataError:
         raise
     except FileNotFoundError as error:

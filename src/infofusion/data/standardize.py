@@ -2,12 +2,12 @@
 
 Feature files differ wildly in scale (the MOSI bc-LSTM audio vectors have a standard deviation of about 23
 and values up to 356 next to unit-scale text vectors), which slows learning and distorts the MI critics.
-With ``data.standardize=true`` every modality's features become ``(x - mean) / std`` per dimension, the
-mean and std taken over the training split's utterances (frames too, for sequences) only, so no statistic
-ever sees validation or test data. This module computes the statistics; they travel with the trained
-model (``DataInfo.feature_scaling``), which applies them to its own inputs as buffers
-(``InfoFusionModel.standardize``), so training, evaluation on other data, inference and an exported graph
-share the very same transform.
+With ``data.standardize`` (the default) every modality's features become ``(x - mean) / std`` per
+dimension (the text front end's own vectors excepted), the mean and std taken over the training split's
+utterances (frames too, for sequences) only, so no statistic ever sees validation or test data. This
+module computes the statistics; they travel with the trained model (``DataInfo.feature_scaling``), which
+applies them to its own inputs as buffers (``InfoFusionModel.standardize``), so training, evaluation on
+other data, inference and an exported graph share the very same transform.
 """
 
 from __future__ import annotations
@@ -24,13 +24,14 @@ MIN_STD = 1e-6
 Scaling = dict[str, dict[str, list[float]]]  # modality -> {"mean": [...], "std": [...]}
 
 
-def training_statistics(dataset: Dataset) -> Scaling:
+def training_statistics(dataset: Dataset, modalities: list[str] | None = None) -> Scaling:
+    """Per-dimension mean and std of the training split, for ``modalities`` (default: all of them)."""
     if not dataset.splits.get("train"):
         raise DataError(
             "data.standardize needs a training split", file=dataset.source, field="data.standardize"
         )
     scaling: Scaling = {}
-    for modality in dataset.modalities:
+    for modality in dataset.modalities if modalities is None else modalities:
         rows = [
             np.asarray(u.features[modality], dtype=np.float64).reshape(-1, dataset.feature_dim(modality))
             for d in dataset.splits["train"]

@@ -9,7 +9,12 @@
   and character trigrams: no model, instant, for tests and quick runs.
 - :func:`encode_cached` stores features as ``.npy`` under the cache directory (``cache_dir``, else
   ``$INFOFUSION_CACHE``, else ``~/.cache/infofusion``), keyed by the sha256 of the source file and the
-  encoder name, written atomically so concurrent runs never read half a file.
+  encoder's identity (:func:`encoder_identity`: the content hash of a model folder's files, a Hub
+  snapshot's revision, a model-free encoder's name), written atomically so concurrent runs never read
+  half a file. An entry is used only when its bytes match their digest and its shape is the one the key
+  promises (the file's rows, the encoder's width).
+- :func:`resolved_encoder_name`: a model folder named by a relative path, made absolute, so that what a
+  run records names the folder it read from any working directory.
 - :func:`tokenize` gives fixed-length token ids and masks for models that fine-tune the transformer.
 """
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import re
 import tempfile
@@ -39,7 +45,11 @@ _HASHING_PREFIX = "hashing"
 NO_ENCODER = "none"
 _HASHING_DEFAULT_DIM = 256
 # Bump when the cached features would change for the same file and encoder (e.g. new text clean-up).
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: keyed by the encoder's weights (encoder_identity), not its name
+# Files of a model folder that never shape its vectors: documentation and formats this package never
+# loads (the same formats _UNUSED_MODEL_FILES leaves out of downloads).
+_UNHASHED_SUFFIXES = (".md", ".onnx", ".h5", ".msgpack", ".ot", ".tflite")
+_UNHASHED_FOLDERS = frozenset({"onnx", "openvino"})
 
 
 T = TypeVar("T")
@@ -152,6 +162,120 @@ def model_directory(name: str) -> str:
         ) from error
 
 
+def resolved_encoder_name(name: str) -> str:
+    """``name``, with a model folder given by a path made absolute (``~`` expanded): a run records the
+    folder it read, and a later command in another working directory reads the same one. Bundled,
+    Hub and model-free names are returned unchanged. Symbolic links are kept, not followed: a link
+    named as the encoder still names whatever it points to later."""
+    if name in _BUNDLED_NAMES or name == NO_ENCODER or _hashing_dim(name) is not None:
+        return name
+    if not _looks_like_path(name):
+        return name
+    return os.path.abspath(Path(name).expanduser())
+
+
+# (path, size, mtime_ns) -> sha256 of the file: a model's weights are hashed once per process, and
+# again only when they change on disk.
+_file_digests: dict[tuple[str, int, int], str] = {}
+
+
+def _file_digest(path: Path) -> str:
+    status = path.stat()
+    memo_key = (str(path), status.st_size, status.st_mtime_ns)
+    digest = _file_digests.get(memo_key)
+    if digest is None:
+        hasher = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                hasher.update(block)
+        digest = _file_digests[memo_key] = hasher.hexdigest()
+    return digest
+
+
+def _hashed(path: Path) -> bool:
+    name = path.name
+    return not name.startswith((".", "tf_model")) and not name.endswith(_UNHASHED_SUFFIXES)
+
+
+def model_files(directory: str | Path) -> list[Path]:
+    """The files of a model folder that shape its vectors (weights, configs, tokenizer), with those of
+    its sentence-transformers modules one folder down (``1_Pooling/``, ``2_Dense/``). Two levels only:
+    a folder named by mistake (a home directory) costs a listing, not a walk of the disk."""
+    directory = Path(directory)
+    files = []
+    for entry in sorted(directory.iterdir()):
+        if not _hashed(entry) or entry.name in _UNHASHED_FOLDERS:
+            continue
+        if entry.is_dir():
+            files += [path for path in sorted(entry.iterdir()) if path.is_file() and _hashed(path)]
+        elif entry.is_file():
+            files.append(entry)
+    return files
+
+
+def folder_digest(directory: str | Path) -> str:
+    """The sha256 of a model folder's :func:`model_files`, names and contents."""
+    directory = Path(directory)
+    hasher = hashlib.sha256()
+    for path in model_files(directory):
+        hasher.update(f"{path.relative_to(directory).as_posix()}\0{_file_digest(path)}\n".encode())
+    return hasher.hexdigest()
+
+
+def encoder_identity(name: str) -> str:
+    """What the vectors of encoder ``name`` depend on, for cache keys: a model-free encoder's name
+    (``hashing-64``, ``none``), a Hub snapshot's name and revision, any other model folder's content
+    (:func:`folder_digest`: a folder retrained in place keys new vectors, and the same weights under two
+    names or paths share their entries)."""
+    if name == NO_ENCODER or _hashing_dim(name) is not None:
+        return name
+    directory = Path(model_directory(resolved_encoder_name(name)))
+    # A Hub snapshot (the Hub cache's snapshots/<commit hash>/) is pinned by its revision; a folder a
+    # path names, the bundled MiniLM and an unpacked split archive are hashed.
+    hub = name not in _BUNDLED_NAMES and not _looks_like_path(name)
+    if hub and directory.parent.name == "snapshots":
+        return f"hub:{name}@{directory.name}"
+    return f"weights:{folder_digest(directory)}"
+
+
+def declared_width(directory: str | Path) -> int | None:
+    """The width of the sentence vectors of the model in ``directory``, read from its config files
+    without loading it: the transformer's width, changed by a sentence-transformers Pooling (one block
+    per pooling mode) or Dense module; a plain transformers model is mean-pooled. None when the folder
+    does not say (an unknown module)."""
+    directory = Path(directory)
+    try:
+        if not (directory / "modules.json").is_file():
+            return _hidden_size(directory)
+        width = None
+        for module in json.loads((directory / "modules.json").read_text(encoding="utf-8")):
+            kind = str(module.get("type", "")).rsplit(".", 1)[-1]
+            folder = directory / str(module.get("path", ""))
+            if kind == "Transformer":
+                width = _hidden_size(folder)
+            elif kind == "Pooling":
+                pooling = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+                modes = sum(
+                    1 for key, on in pooling.items() if key.startswith("pooling_mode_") and on is True
+                )
+                width = int(pooling["word_embedding_dimension"]) * max(modes, 1)
+            elif kind == "Dense":
+                width = int(json.loads((folder / "config.json").read_text(encoding="utf-8"))["out_features"])
+            elif kind != "Normalize":
+                return None
+        return width
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _hidden_size(folder: Path) -> int | None:
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    for key in ("hidden_size", "d_model", "dim"):  # BERT-likes, T5/BART-likes, DistilBERT
+        if isinstance(config.get(key), int):
+            return int(config[key])
+    return None
+
+
 @contextmanager
 def hub_offline() -> Iterator[None]:
     """Keep the Hugging Face libraries off the network while loading a model that is on disk."""
@@ -174,10 +298,10 @@ class TextEncoder:
     """
 
     def __init__(self, name: str = DEFAULT_ENCODER, device: str = "cpu", batch_size: int = 64) -> None:
-        self.name = name
+        self.name = resolved_encoder_name(name)
         self.device = device
         self.batch_size = batch_size
-        self.directory = model_directory(name)
+        self.directory = model_directory(self.name)
         self._sentence_model = None
         self._transformer = None
         self._dim: int | None = None
@@ -187,6 +311,20 @@ class TextEncoder:
         if self._dim is None:
             self._load()
         return self._dim
+
+    @property
+    def identity(self) -> str:
+        """:func:`encoder_identity`: the content of the weights as they are on disk now."""
+        return encoder_identity(self.name)
+
+    def declared_dim(self) -> int:
+        """The width of its vectors, from the model folder's config when the model has not loaded
+        (loading takes seconds, which a data set whose vectors are cached never pays)."""
+        if self._dim is None:
+            declared = declared_width(self.directory)
+            if declared is not None:
+                return declared
+        return self.dim
 
     def _load(self) -> None:
         try:
@@ -314,17 +452,23 @@ def _hashing_dim(name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-@functools.lru_cache(maxsize=4)
 def get_text_encoder(
     name: str = DEFAULT_ENCODER, device: str = "cpu", batch_size: int = 64
 ) -> TextEncoder | HashingTextEncoder | NoTextEncoder:
-    """The encoder called ``name``; loaded once per process (models take seconds to load)."""
+    """The encoder called ``name``; loaded once per process and version of its weights (models take
+    seconds to load; a folder whose weights changed on disk is read again)."""
     if name == NO_ENCODER:
         return NoTextEncoder()
     hashing_dim = _hashing_dim(name)
     if hashing_dim is not None:
         return HashingTextEncoder(hashing_dim)
-    return TextEncoder(name, device=device, batch_size=batch_size)
+    name = resolved_encoder_name(name)
+    return _loaded_text_encoder(name, encoder_identity(name), device, batch_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _loaded_text_encoder(name: str, identity: str, device: str, batch_size: int) -> TextEncoder:
+    return TextEncoder(name, device=device, batch_size=batch_size)  # identity: only the memo's key
 
 
 def load_from_model_directory(name: str, load: Callable[[str], T], what: str, field: str = "encoder") -> T:
@@ -376,13 +520,25 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("INFOFUSION_CACHE") or "~/.cache/infofusion").expanduser()
 
 
-def cache_path(content_sha256: str, encoder_name: str, cache_dir: str | Path | None = None) -> Path:
-    """The cache file for features of a source whose bytes hash to ``content_sha256``."""
-    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", encoder_name)[-60:]
-    # The readable part alone could collide ('a/b' and 'a_b'); the hash of the full name cannot.
-    name_hash = hashlib.sha256(encoder_name.encode()).hexdigest()[:8]
+def cache_path(content_sha256: str, identity: str, cache_dir: str | Path | None = None) -> Path:
+    """The cache file for features of a source whose bytes hash to ``content_sha256``, read by the
+    encoder whose :func:`encoder_identity` is ``identity`` (an encoder without one: its name)."""
+    key = json.dumps({"content": content_sha256, "encoder": identity, "version": _CACHE_VERSION})
+    key_hash = hashlib.sha256(key.encode()).hexdigest()[:24]
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    return directory / "text-features" / f"{content_sha256}-{readable}-{name_hash}-v{_CACHE_VERSION}.npy"
+    return directory / "text-features" / f"{content_sha256[:32]}-{key_hash}-v{_CACHE_VERSION}.npy"
+
+
+def encoder_key(encoder: SupportsEncode) -> str:
+    """What ``encoder``'s vectors depend on: its ``identity`` when it has one (:class:`TextEncoder`),
+    else its name (model-free encoders, and encoders handed in by the caller)."""
+    return str(getattr(encoder, "identity", None) or encoder.name)
+
+
+def promised_width(encoder: SupportsEncode) -> int:
+    """The width of ``encoder``'s vectors, without loading a model that is not loaded yet."""
+    declared = getattr(encoder, "declared_dim", None)
+    return int(declared() if callable(declared) else encoder.dim)
 
 
 def encode_cached(
@@ -393,11 +549,13 @@ def encode_cached(
     cache_dir: str | Path | None = None,
 ) -> np.ndarray:
     """``encoder.encode(texts)``, read from / written to the cache for this content and encoder."""
-    path = cache_path(content_sha256, encoder.name, cache_dir)
+    path = cache_path(content_sha256, encoder_key(encoder), cache_dir)
     cached = read_cached_array(path)
-    # Only the row count is checked: the name fixes the dim, and asking a model for it would load it.
-    if cached is not None and cached.shape[0] == len(texts):
-        return cached
+    # The key fixes the rows (the file's content) and the width (the encoder's weights): an entry of
+    # another shape is not what this key stored, whatever its digest says.
+    if cached is not None and cached.shape == (len(texts), promised_width(encoder)):
+        if np.isfinite(cached).all():
+            return cached
     # Encode each distinct sentence once: dialogue data repeats short replies ('Okay.', 'Yeah.') a lot.
     distinct = list(dict.fromkeys(texts))
     distinct_features = np.asarray(encoder.encode(distinct), dtype=np.float32)
@@ -441,6 +599,8 @@ def read_cached_array(path: Path) -> np.ndarray | None:
 
 def write_array_atomically(path: Path, array: np.ndarray) -> None:
     """Write to a temporary file in the same directory, then rename: readers see all or nothing."""
+    from ..atomic import RunFolderError, atomic_write_bytes  # the project's one writer
+
     temporary: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -452,10 +612,12 @@ def write_array_atomically(path: Path, array: np.ndarray) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temporary, 0o644)  # temporary files are created private; the cache is shareable
-        # The digest first: a reader that sees the new array always finds its digest beside it.
-        digest_path(path).write_text(hashlib.sha256(array.tobytes()).hexdigest() + "\n", encoding="ascii")
+        # The digest first: a reader that sees the new array always finds its digest beside it. Through
+        # the one atomic writer: a link planted at the sidecar's name is replaced, never followed.
+        digest = hashlib.sha256(array.tobytes()).hexdigest() + "\n"
+        atomic_write_bytes(digest_path(path), digest.encode("ascii"))
         os.replace(temporary, path)
-    except OSError as error:  # a read-only cache only costs speed
+    except (OSError, RunFolderError) as error:  # a read-only cache only costs speed
         warnings.warn(f"text feature cache not written to {path}: {error}", stacklevel=3)
         if temporary is not None:
             temporary.unlink(missing_ok=True)

@@ -13,29 +13,10 @@ from typing import Literal
 
 import numpy as np
 
+from ..errors import DataError  # defined without numpy, for the CLI; re-exported here
+
 SPLITS = ("train", "valid", "test")
 Task = Literal["classification", "regression"]
-
-
-class DataError(ValueError):
-    """Bad input data. The message names the file, split, dialogue and field at fault."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        file: str | None = None,
-        split: str | None = None,
-        dialogue: str | None = None,
-        field: str | None = None,
-    ) -> None:
-        self.file, self.split, self.dialogue, self.field = file, split, dialogue, field
-        where = [
-            f"{name}={value}"
-            for name, value in (("file", file), ("split", split), ("dialogue", dialogue), ("field", field))
-            if value is not None
-        ]
-        super().__init__(f"{message} [{', '.join(where)}]" if where else message)
 
 
 @dataclass

@@ -13,39 +13,43 @@
 
 Manifest columns: :mod:`.manifest`; audio parts: :mod:`.audio`; visual features: :mod:`.visual`; problem
 handling: :mod:`.pipeline`; the written files: :mod:`.writer`. The media libraries (openSMILE, librosa,
-OpenCV) are imported only when a modality is extracted.
+OpenCV) are imported only when a modality is extracted, and the names below on first use (PEP 562), so
+that ``infofusion.extract.cli`` builds its parser without importing numpy.
 """
 
 from __future__ import annotations
 
-from .pipeline import extract_dialogues
-from .types import (
-    AUDIO_PARTS,
-    DROPPED,
-    KEPT,
-    VISUAL_BACKENDS,
-    ZERO_FILLED,
-    ExtractOptions,
-    ExtractResult,
-    Problem,
-    parse_audio_parts,
-    problem_counts,
-)
-from .writer import conversation_content, sidecar_path, write_conversation_pickle
+import importlib
+from typing import Any
 
-__all__ = [
-    "AUDIO_PARTS",
-    "DROPPED",
-    "KEPT",
-    "VISUAL_BACKENDS",
-    "ZERO_FILLED",
-    "ExtractOptions",
-    "ExtractResult",
-    "Problem",
-    "conversation_content",
-    "extract_dialogues",
-    "parse_audio_parts",
-    "problem_counts",
-    "sidecar_path",
-    "write_conversation_pickle",
-]
+_EXPORTS: dict[str, str] = {
+    "extract_dialogues": "pipeline",
+    "AUDIO_PARTS": "types",
+    "DROPPED": "types",
+    "KEPT": "types",
+    "VISUAL_BACKENDS": "types",
+    "ZERO_FILLED": "types",
+    "ExtractOptions": "types",
+    "ExtractResult": "types",
+    "Problem": "types",
+    "parse_audio_parts": "types",
+    "problem_counts": "types",
+    "conversation_content": "writer",
+    "sidecar_path": "writer",
+    "write_conversation_pickle": "writer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

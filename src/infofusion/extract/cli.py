@@ -10,8 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..data.text_encoder import DEFAULT_ENCODER
-from .types import DEFAULT_AUDIO, DEFAULT_FRAMES, VISUAL_BACKENDS
+from .defaults import DEFAULT_AUDIO, DEFAULT_FRAMES, DEFAULT_TEXT_ENCODER, VISUAL_BACKENDS
 
 
 def _at_least_one(text: str) -> int:
@@ -92,8 +91,8 @@ def add_extract_parser(commands: argparse._SubParsersAction) -> None:
     extract.add_argument("--output", required=True, help="FEATURES.pkl to write (and FEATURES.pkl.json)")
     extract.add_argument(
         "--text-encoder",
-        default=DEFAULT_ENCODER,
-        help=f"sentence encoder: {DEFAULT_ENCODER} (default, offline), a Hugging Face name, a local "
+        default=DEFAULT_TEXT_ENCODER,
+        help=f"sentence encoder: {DEFAULT_TEXT_ENCODER} (default, offline), a Hugging Face name, a local "
         "model folder, or hashing[-DIM]",
     )
     extract.add_argument(
@@ -101,7 +100,9 @@ def add_extract_parser(commands: argparse._SubParsersAction) -> None:
         default=",".join(DEFAULT_AUDIO),
         help="comma list of egemaps (88), mfcc (160), energy (4); or none (default: %(default)s)",
     )
-    extract.add_argument("--visual", choices=VISUAL_BACKENDS, default="opencv", help="face features or none")
+    extract.add_argument(
+        "--visual", choices=VISUAL_BACKENDS, default="opencv", help="face features (opencv) or none"
+    )
     extract.add_argument(
         "--frames-per-utterance",
         type=_at_least_one,

@@ -8,11 +8,7 @@ from pathlib import Path
 
 from ..data.text_encoder import DEFAULT_ENCODER
 from ..data.types import DataError, Dialogue
-
-AUDIO_PARTS = ("egemaps", "mfcc", "energy")
-VISUAL_BACKENDS = ("opencv", "none")
-DEFAULT_AUDIO = ("egemaps", "mfcc")
-DEFAULT_FRAMES = 8
+from .defaults import AUDIO_PARTS, DEFAULT_AUDIO, DEFAULT_FRAMES, VISUAL_BACKENDS
 
 # What happened to the utterance a problem was found in.
 DROPPED = "dropped"  # not extracted at all

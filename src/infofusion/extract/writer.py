@@ -14,10 +14,9 @@ target folder and renamed into place, so a failure never leaves a partial file.
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import pickle
-import tempfile
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -121,18 +120,11 @@ def sidecar_path(path: str | Path) -> Path:
 
 
 def _write_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Write into a temporary file beside ``path``, flush it to disk, then rename it over ``path``."""
-    handle = tempfile.NamedTemporaryFile(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    )
-    temporary = Path(handle.name)
-    try:
-        with handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, 0o644)  # temporary files are created private; results are ordinary files
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    """Serialise in memory, then write ``path`` with the project's one atomic writer
+    (:func:`infofusion.runs.atomic_write_bytes`: exclusive temporary file, fsync, rename; a link planted at
+    ``path`` is replaced, never followed). A failing serialiser leaves the old file as it was."""
+    from ..atomic import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    write(buffer)
+    atomic_write_bytes(path, buffer.getvalue())

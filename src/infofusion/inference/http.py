@@ -3,15 +3,17 @@
 :func:`create_app` builds a FastAPI app (OpenAPI docs at ``/docs``):
 
 - ``POST /predict``: one dialogue of utterances -> per-utterance predictions and the modalities used;
-- ``POST /sessions/{session_id}/utterances``: add utterances to a live conversation (created on first use)
-  and get their predictions computed with the whole conversation as context;
+- ``POST /sessions/{session_id}/utterances``: add utterances to a live conversation (created by its first
+  accepted request) and get their predictions computed with the whole conversation as context;
 - ``GET /sessions/{session_id}``, ``DELETE /sessions/{session_id}``;
 - ``GET /health``: model, task, classes, modalities, limits, version.
 
 Every refusal is JSON ``{"error": message, "field": name or null}``: 422 for input the run cannot use (the
 field named as ``utterances[2].features.audio``), 413 for a body over the size limit, 404 for an unknown
-or expired session, 409 for a session at its utterance limit, 429 when the session table is full, 500
-for a model failure (the process keeps serving). Sessions expire after ``session_ttl`` seconds without a
+or expired session (also for a turn that a DELETE of its session overtook: never a 200 for a lost turn),
+409 for a session at its utterance limit, 429 when the session table is full (``max_sessions``, or
+``max_session_bytes``, the one memory bound of the sessions), 500 for a model failure (the process keeps
+serving). A refused request creates no session. Sessions expire after ``session_ttl`` seconds without a
 new utterance; the clock is injectable for tests.
 
 A session's new turn is predicted with at most ``session_context`` earlier utterances as context, and a
@@ -29,7 +31,10 @@ body have not all arrived within ``request_timeout`` seconds (slow-loris clients
 # from the endpoint signatures, which string annotations would hide from it.
 import ctypes
 import ctypes.util
+import dataclasses
+import math
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -59,9 +64,9 @@ from .http_schema import (
     validation_error,
     without_location,
 )
-from .outputs import DialoguePrediction
 from .page import add_pages
 from .predictor import Predictor, PreparedDialogue
+from .records import DialoguePrediction
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 Clock = Callable[[], float]
@@ -84,7 +89,8 @@ SESSION_NOT_FOUND: dict = {404: {"model": ErrorOut, "description": "No such sess
 
 @dataclass
 class ServiceLimits:
-    """What one request and the whole service may hold."""
+    """What one request and the whole service may hold; checked when made (one ConfigError naming the
+    flag), so ``serve`` refuses a limit that would make it useless or wrong before it loads the model."""
 
     max_utterances: int = 200  # per request
     max_text_chars: int = 2000  # per transcript
@@ -94,6 +100,21 @@ class ServiceLimits:
     max_session_utterances: int = 1000
     session_context: int = 64  # earlier utterances a session's new turn sees (module docstring)
     request_timeout: float = 10.0  # seconds to receive one request's headers and body
+    # What the whole session table may hold (history windows and stored answers, counted by
+    # session_bytes): the service's one memory bound beyond the model and the requests in flight.
+    max_session_bytes: int = 256 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            flag = "--" + name.replace("_", "-")
+            if name in SECONDS_LIMITS:
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                    raise ConfigError(f"{flag} must be a number of seconds above 0, got {value!r}")
+            elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{flag} must be a whole number of at least 1, got {value!r}")
+
+
+SECONDS_LIMITS = ("session_ttl", "request_timeout")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -102,6 +123,9 @@ class ServiceLimits:
 
 @dataclass
 class Session:
+    """One conversation. It exists for clients once a turn was acknowledged (``committed``); until then
+    it is the first request's placeholder, which a refusal removes again (:class:`SessionStore`)."""
+
     id: str
     created: float
     last_active: float
@@ -109,36 +133,59 @@ class Session:
     predictions: list[dict[str, Any]] = field(default_factory=list)  # as returned when each was added
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     seen: int = 0  # utterances added so far; ``history`` keeps only the last ``session_context``
+    committed: bool = False  # a turn was acknowledged: GET, DELETE and expiry see the session
+    live: bool = True  # False once deleted, expired or (never committed) discarded: the table let it go
+    size: int = 0  # bytes it holds, as counted against --max-session-bytes (session_bytes)
+    answers_size: int = 0  # the part of ``size`` that is ``predictions`` (they only grow)
 
     def __len__(self) -> int:
         return self.seen
 
 
 class SessionStore:
-    """Live conversations; one lock guards the table, each session's own lock its history."""
+    """Live conversations; one lock guards the table (and the byte count), each session's own lock its
+    history. Lock order: a session's lock, then the table's, never the other way.
+
+    A request's turn is acknowledged only through :meth:`commit`, which checks under the table's lock that
+    the session is still the one in the table: a turn that a DELETE or expiry overtook is never
+    acknowledged, and a refused request leaves nothing behind (:meth:`discard`).
+    """
 
     def __init__(self, limits: ServiceLimits, clock: Clock) -> None:
         self.limits, self.clock = limits, clock
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
+        self.bytes = 0  # sum of the sessions' ``size``
+
+    def _drop(self, session: Session) -> None:
+        del self._sessions[session.id]
+        session.live = False
+        self.bytes -= session.size
 
     def _purge(self, now: float) -> None:
-        expired = [key for key, s in self._sessions.items() if now - s.last_active > self.limits.session_ttl]
-        for key in expired:
-            del self._sessions[key]
+        # A placeholder is in use by its first request, whose commit or discard settles it.
+        expired = [
+            s
+            for s in self._sessions.values()
+            if s.committed and now - s.last_active > self.limits.session_ttl
+        ]
+        for session in expired:
+            self._drop(session)
 
     def get(self, session_id: str) -> Session | None:
         with self._lock:
             self._purge(self.clock())
-            return self._sessions.get(session_id)
+            session = self._sessions.get(session_id)
+            return session if session is not None and session.committed else None
 
-    def get_or_create(self, session_id: str) -> tuple[Session, bool]:
+    def join(self, session_id: str) -> Session:
+        """The session to add a turn to: the live one, or a new placeholder (not yet visible)."""
         with self._lock:
             now = self.clock()
             self._purge(now)
             session = self._sessions.get(session_id)
             if session is not None:
-                return session, False
+                return session
             if len(self._sessions) >= self.limits.max_sessions:
                 raise ServiceError(
                     429,
@@ -148,14 +195,38 @@ class SessionStore:
                 )
             session = Session(session_id, now, now, PreparedDialogue(session_id, [], [], []))
             self._sessions[session_id] = session
-            return session, True
+            return session
+
+    def commit(self, session: Session, size: int) -> None:
+        """Acknowledge a turn that leaves ``session`` holding ``size`` bytes (caller holds its lock)."""
+        with self._lock:
+            if not session.live or self._sessions.get(session.id) is not session:
+                raise unknown_session(session.id)  # deleted or expired while this request waited
+            total = self.bytes - session.size + size
+            if total > self.limits.max_session_bytes:
+                raise ServiceError(
+                    429,
+                    f"the sessions would hold {total} bytes, over the limit of "
+                    f"{self.limits.max_session_bytes} (--max-session-bytes); delete a session or wait for "
+                    f"one to expire ({self.limits.session_ttl:g} s without activity)",
+                    "session_id",
+                )
+            self.bytes, session.size = total, size
+            session.committed, session.last_active = True, self.clock()
+
+    def discard(self, session: Session) -> None:
+        """Remove a placeholder whose first request was refused: a refused request creates nothing."""
+        with self._lock:
+            if not session.committed and self._sessions.get(session.id) is session:
+                self._drop(session)
 
     def delete(self, session_id: str) -> bool:
         with self._lock:
             self._purge(self.clock())
-            deleted = self._sessions.pop(session_id, None)
-        if deleted is None:
-            return False
+            deleted = self._sessions.get(session_id)
+            if deleted is None or not deleted.committed:
+                return False
+            self._drop(deleted)
         del deleted
         give_memory_back()
         return True
@@ -163,7 +234,45 @@ class SessionStore:
     def __len__(self) -> int:
         with self._lock:
             self._purge(self.clock())
-            return len(self._sessions)
+            return sum(1 for s in self._sessions.values() if s.committed)
+
+    def held_bytes(self) -> int:
+        with self._lock:
+            self._purge(self.clock())
+            return self.bytes
+
+
+def stored_utterance(utterance: Utterance) -> Utterance:
+    """A turn as a session's history keeps it: no transcript (a later turn's model input never reads an
+    earlier turn's text; its features, or the text vector made on arrival, are what is kept)."""
+    return dataclasses.replace(utterance, text=None)
+
+
+def history_bytes(history: PreparedDialogue) -> int:
+    """What a session's history window holds: arrays by their bytes, objects by ``sys.getsizeof``."""
+    total = 0
+    for utterance, present in zip(history.utterances, history.present, strict=True):
+        arrays = [*utterance.features.values(), utterance.tokens, utterance.window]
+        total += sum(sys.getsizeof(a) for a in arrays if a is not None)  # ndarray: header and data
+        total += sys.getsizeof(utterance) + sys.getsizeof(utterance.__dict__)
+        total += sys.getsizeof(utterance.features) + sys.getsizeof(present)
+        total += sys.getsizeof(utterance.speaker) + sys.getsizeof(utterance.uid) + 3 * POINTER_BYTES
+    return total
+
+
+def answer_bytes(answer: dict[str, Any]) -> int:
+    """What one stored answer (``UtterancePrediction.as_dict``) holds, by ``sys.getsizeof``."""
+    total = sys.getsizeof(answer) + POINTER_BYTES  # the dict and its slot in the session's list
+    for value in answer.values():
+        total += sys.getsizeof(value)
+        if isinstance(value, dict):  # probabilities: names are the run's (shared), values are floats
+            total += sum(sys.getsizeof(v) for v in value.values())
+        elif isinstance(value, list):
+            total += sum(sys.getsizeof(v) for v in value)
+    return total
+
+
+POINTER_BYTES = 8
 
 
 def give_memory_back() -> None:
@@ -182,6 +291,11 @@ _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or None)
 
 def unknown_session(session_id: str) -> ServiceError:
     return ServiceError(404, f"no session {session_id!r} (never created, deleted or expired)", "session_id")
+
+
+def stored_answer(answer: dict[str, Any], keep_text: bool) -> dict[str, Any]:
+    """An answer as the session keeps it for GET: the transcript only when the run reads transcripts."""
+    return answer if keep_text or answer.get("text") is None else {**answer, "text": None}
 
 
 @dataclass
@@ -297,63 +411,87 @@ def add_predict_route(app: FastAPI, service: Service, PredictRequest: type) -> N
 
 def add_session_routes(app: FastAPI, service: Service, SessionUtterancesRequest: type) -> None:  # noqa: N803
     store, limits, clock, predictor = service.store, service.limits, service.clock, service.predictor
+    keeps_text = predictor.text_origin.kind in ("encoder", "windows")  # else a transcript is only echoed
 
     @app.post(
         "/sessions/{session_id}/utterances",
         response_model=SessionUtterancesResponse,
         responses={
             **ERROR_RESPONSES,
+            404: {"model": ErrorOut, "description": "The session was deleted or expired while this waited"},
             409: {"model": ErrorOut, "description": "The session holds its utterance limit"},
-            429: {"model": ErrorOut, "description": "The session table is full"},
+            429: {"model": ErrorOut, "description": "The session table is full (sessions or bytes)"},
         },
-        summary="Continue a conversation (created on first use)",
+        summary="Continue a conversation (created by its first accepted request)",
     )
     def add_utterances(request: SessionUtterancesRequest, session_id: SessionId) -> SessionUtterancesResponse:
         # Checked and encoded before the session exists: a bad request creates nothing.
         new = service.prepared(session_id, request.utterances)
-        session, created = store.get_or_create(session_id)
-        with session.lock:
-            offset = len(session)
-            if offset + len(new.utterances) > limits.max_session_utterances:
-                raise ServiceError(
-                    409,
-                    f"session holds {offset} utterances; {len(new.utterances)} more would pass the limit of "
-                    f"{limits.max_session_utterances} (--max-session-utterances): start a new session",
-                    "utterances",
-                )
-            for index, (utterance, sent) in enumerate(zip(new.utterances, request.utterances, strict=True)):
-                if not sent.uid:
-                    utterance.uid = str(offset + index)  # default ids count through the conversation
-            history = session.history
-            if predictor.utterance_level:
-                # No context to see: only the new utterances need the model.
-                rows = service.run(new).utterances
-            else:
-                seen = len(history.utterances)  # at most session_context (trimmed below)
-                whole = PreparedDialogue(
-                    session_id,
-                    history.utterances + new.utterances,
-                    history.present + new.present,
-                    history.true + new.true,
-                )
-                rows = service.run(whole).utterances[seen:]
-            for position, row in enumerate(rows):
-                row.index = offset + position
-            keep = limits.session_context  # the window the next turn sees (module docstring)
-            history.utterances = (history.utterances + new.utterances)[-keep:]
-            history.present = (history.present + new.present)[-keep:]
-            history.true = (history.true + new.true)[-keep:]
-            session.seen = offset + len(new.utterances)
-            answers = [row.as_dict() for row in rows]
-            session.predictions.extend(answers)
-            session.last_active = clock()
-            total = len(session)
-        return SessionUtterancesResponse(
-            session_id=session_id,
-            created=created,
-            utterances_total=total,
-            predictions=[UtteranceOut(**row) for row in answers],
+        while True:
+            session = store.join(session_id)
+            with session.lock:
+                if not session.live and session.committed:
+                    raise unknown_session(session_id)  # deleted or expired while this request waited
+                if not session.live:
+                    continue  # the placeholder's first request was refused: this request starts it
+                created = not session.committed
+                try:
+                    answers = add_turn(session, new, request.utterances)
+                finally:
+                    if not session.committed:  # refused (or failed): a refused request creates nothing
+                        store.discard(session)
+                total = len(session)
+            return SessionUtterancesResponse(
+                session_id=session_id,
+                created=created,
+                utterances_total=total,
+                predictions=[UtteranceOut(**row) for row in answers],
+            )
+
+    def add_turn(session: Session, new: PreparedDialogue, sent: list) -> list[dict[str, Any]]:
+        """Predict ``new`` in ``session`` (whose lock the caller holds) and keep it: nothing is kept
+        unless the store acknowledges the turn (SessionStore.commit)."""
+        offset = len(session)
+        if offset + len(new.utterances) > limits.max_session_utterances:
+            raise ServiceError(
+                409,
+                f"session holds {offset} utterances; {len(new.utterances)} more would pass the limit of "
+                f"{limits.max_session_utterances} (--max-session-utterances): start a new session",
+                "utterances",
+            )
+        for index, (utterance, given) in enumerate(zip(new.utterances, sent, strict=True)):
+            if not given.uid:
+                utterance.uid = str(offset + index)  # default ids count through the conversation
+        history = session.history
+        if predictor.utterance_level:
+            # No context to see: only the new utterances need the model.
+            rows = service.run(new).utterances
+        else:
+            seen = len(history.utterances)  # at most session_context (trimmed below)
+            whole = PreparedDialogue(
+                session.id,
+                history.utterances + new.utterances,
+                history.present + new.present,
+                history.true + new.true,
+            )
+            rows = service.run(whole).utterances[seen:]
+        for position, row in enumerate(rows):
+            row.index = offset + position
+        answers = [row.as_dict() for row in rows]
+        keep = limits.session_context  # the window the next turn sees (module docstring)
+        window = PreparedDialogue(
+            session.id,
+            (history.utterances + [stored_utterance(u) for u in new.utterances])[-keep:],
+            (history.present + new.present)[-keep:],
+            (history.true + new.true)[-keep:],
         )
+        kept = [stored_answer(answer, keeps_text) for answer in answers]
+        answers_size = session.answers_size + sum(answer_bytes(answer) for answer in kept)
+        store.commit(session, history_bytes(window) + answers_size)  # 404 or 429 here keeps nothing
+        session.history, session.answers_size = window, answers_size
+        session.predictions.extend(kept)
+        session.seen = offset + len(new.utterances)
+        return answers
 
     @app.get(
         "/sessions/{session_id}",
@@ -395,6 +533,7 @@ def add_health_route(app: FastAPI, service: Service, describe: dict[str, Any]) -
             version=__version__,
             run=service.predictor.source,
             sessions=len(service.store),
+            session_bytes=service.store.held_bytes(),
             limits=asdict(service.limits),
             **describe,
         )

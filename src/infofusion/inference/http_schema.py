@@ -165,7 +165,14 @@ class HealthResponse(BaseModel):
     standardized: list[str] = Field(
         ..., description="Modalities the service standardises (send raw features)."
     )
+    ensemble: dict[str, list[str | int | None]] | None = Field(
+        None,
+        description="A seed ensemble's member runs and seeds (the answers are their mean); null: one run.",
+    )
     sessions: int
+    session_bytes: int = Field(
+        ..., description="Bytes the sessions hold, as counted against limits.max_session_bytes."
+    )
     limits: dict[str, int | float]
 
 

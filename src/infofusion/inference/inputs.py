@@ -1,5 +1,9 @@
-"""Inputs of ``predict --input`` and the service: JSON dialogue files, manifest CSVs (media extracted the
-way the run's training data was), and any data spec :func:`infofusion.data.load_dataset` reads.
+"""Inputs of ``predict --input`` and the service: JSON dialogue files, dialogue CSVs in the columns of the
+training CSVs (``Dialogue_ID, Utterance_ID, Speaker, Utterance`` and, optionally, the run's label column),
+manifest CSVs (media extracted the way the run's training data was), and any data spec
+:func:`infofusion.data.load_dataset` reads. A CSV is told apart by its header; one that is neither names
+every column it lacks for each. Numbers are bounded where they are read: a JSON number beyond float32 (or
+one of 400 digits) is an error naming its field, not an ``OverflowError``.
 
 Every reader returns :class:`InputData`, dialogues ready for :meth:`Predictor.predict`; every error is a
 :class:`DataError` naming the file, the dialogue and the field.
@@ -10,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +26,12 @@ from ..config import ConfigError
 from ..data.text_encoder import DEFAULT_ENCODER
 from ..data.types import DataError, Dialogue, Utterance
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # features are float32: larger values would become inf
+# extract.manifest.REQUIRED_COLUMNS, spelled out: telling a CSV's kind must not need the extract module.
+MANIFEST_COLUMNS = ("dialogue_id", "utterance_id", "speaker", "transcript")
+
 if TYPE_CHECKING:
+    from ..data.csv_dialogues import DialogueTable
     from .predictor import Predictor
 
 
@@ -30,7 +40,7 @@ class InputData:
     """Dialogues read from an input file, ready for :meth:`Predictor.predict`."""
 
     source: str
-    kind: str  # "json" | "manifest" | "dataset"
+    kind: str  # "json" | "csv" | "manifest" | "dataset"
     dialogues: list[Dialogue]
     labels: bool = False  # the input carries labels worth echoing as ``true``
     label_names: list[str] | None = None
@@ -59,14 +69,107 @@ class InputData:
 
 
 def load_input(path: str, predictor: Predictor) -> InputData:
-    """A JSON dialogue file (``.json``), a manifest CSV (``.csv``) or a data spec ``load_dataset`` reads."""
+    """A JSON dialogue file (``.json``), a dialogue or manifest CSV (``.csv``) or a data spec
+    ``load_dataset`` reads."""
     location = Path(path).expanduser()
     suffix = location.suffix.lower()
     if suffix == ".json":
         return read_json_dialogues(location, predictor)
     if suffix == ".csv":
-        return read_manifest_dialogues(location, predictor)
+        return read_csv_input(location, predictor)
     return read_dataset_dialogues(path, predictor)
+
+
+def read_csv_input(path: Path, predictor: Predictor) -> InputData:
+    """A dialogue CSV (the training CSVs' columns) or a manifest CSV, told apart by the header."""
+    from ..data.csv_dialogues import ID_COLUMNS, csv_header, missing_columns  # pandas: only when used
+
+    source = str(path)
+    if not path.is_file():
+        return read_manifest_dialogues(path, predictor)  # as before: it says what is missing
+    header = csv_header(path)
+    label = str(predictor.config.get("data", {}).get("label") or "Emotion")
+    dialogue_missing = missing_columns(header, None)
+    if not dialogue_missing:
+        return read_dialogue_csv(path, predictor, label)
+    lowered = {name.lower() for name in header}
+    manifest_missing = [column for column in MANIFEST_COLUMNS if column not in lowered]
+    if not manifest_missing:
+        return read_manifest_dialogues(path, predictor)
+    raise DataError(
+        f"a CSV input is a dialogue CSV ({', '.join(ID_COLUMNS)}, optionally {label}; missing "
+        f"{', '.join(dialogue_missing)}) or a media manifest ({', '.join(MANIFEST_COLUMNS)}; missing "
+        f"{', '.join(manifest_missing)}); the file has {header}",
+        file=source,
+        field=",".join(dialogue_missing),
+    )
+
+
+def read_dialogue_csv(path: Path, predictor: Predictor, label: str) -> InputData:
+    """Dialogues in file order, turns by ``Utterance_ID``; labels (when the label column is there) by
+    class name, each one the run learned, or numbers for a regression run."""
+    from ..data.csv_dialogues import read_table
+
+    table = read_table(path, label, label_required=False)
+    labelled = table.label_column is not None and bool((table.rows["label"] != "").any())
+    labels = _csv_labels(table, predictor.classes) if labelled else None
+    turns: dict[str, list[tuple[int, Utterance]]] = {}
+    for row, (dialogue_id, utterance_id, speaker, text, _) in enumerate(table.rows.itertuples(index=False)):
+        try:
+            turn = int(utterance_id)
+        except ValueError:
+            raise DataError(
+                f"Utterance_ID '{utterance_id}' is not an integer",
+                file=str(path),
+                dialogue=dialogue_id,
+                field="Utterance_ID",
+            ) from None
+        label_value = labels[row] if labels is not None else 0
+        utterance = Utterance({}, speaker or "unknown", label_value, text, f"{dialogue_id}_{turn}")
+        turns.setdefault(dialogue_id, []).append((turn, utterance))
+    dialogues = []
+    for dialogue_id, pairs in turns.items():
+        order = sorted(turn for turn, _ in pairs)
+        if len(set(order)) != len(order):
+            raise DataError(
+                "Utterance_ID repeated within the dialogue",
+                file=str(path),
+                dialogue=dialogue_id,
+                field="Utterance_ID",
+            )
+        dialogues.append(Dialogue(dialogue_id, [u for _, u in sorted(pairs, key=lambda pair: pair[0])]))
+    if not dialogues:
+        raise DataError("the CSV has a header but no rows", file=str(path))
+    return InputData(str(path), "csv", dialogues, labels=labelled, label_names=predictor.classes)
+
+
+def _csv_labels(table: DialogueTable, classes: Sequence[str] | None) -> list[int | float]:
+    """Each row's label: a class index of the run (by name, any case) or, for a regression run, a number.
+    Every unknown name is listed at once; an empty cell in a labelled file names its row."""
+    cells = table.rows["label"].tolist()
+    where = {"file": str(table.path), "field": table.label_column}
+    empty = [row + 1 for row, cell in enumerate(cells) if cell == ""]
+    if empty:
+        raise DataError(f"rows {empty[:10]} have no label while others have one", **where)
+    if classes is None:
+        numbers = [_finite_number(cell) for cell in cells]
+        bad = sorted({cell for cell, number in zip(cells, numbers, strict=True) if number is None})
+        if bad:
+            raise DataError(f"labels {bad[:10]} are not numbers (the run predicts a number)", **where)
+        return [number for number in numbers if number is not None]
+    index = {name.lower(): position for position, name in enumerate(classes)}
+    unknown = sorted(set(cells) - set(index))
+    if unknown:
+        raise DataError(f"labels {unknown} are not classes the run learned ({list(classes)})", **where)
+    return [index[cell] for cell in cells]
+
+
+def _finite_number(text: str) -> float | None:
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def read_json_dialogues(path: Path, predictor: Predictor) -> InputData:
@@ -79,6 +182,8 @@ def read_json_dialogues(path: Path, predictor: Predictor) -> InputData:
         raise DataError(f"input is not UTF-8 text: {error}", file=source) from None
     except json.JSONDecodeError as error:
         raise DataError(f"input is not valid JSON: {error}", file=source) from None
+    except ValueError as error:  # an integer of over 4,300 digits: int's str_digits_check_threshold
+        raise DataError(f"input JSON has a number too long to read: {error}", file=source) from None
     except RecursionError:
         raise DataError("input JSON is nested too deeply to read", file=source) from None
     dialogues, has_labels = dialogues_from_json(content, source, predictor.classes)
@@ -155,14 +260,24 @@ def _utterance_from_json(
         if value is None:
             continue  # an explicit null is a missing modality
         try:
-            converted[str(modality)] = np.asarray(value, dtype=np.float32)
-        except (TypeError, ValueError):
+            # float64 first: a 400-digit integer overflows a direct float32 conversion with OverflowError
+            wide = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError):
             raise DataError(
-                f"{modality} features are not a list of numbers (or a list of equal-length frames)",
+                f"{modality} features are not a list of numbers (or a list of equal-length frames) "
+                f"within ±{FLOAT32_MAX:.3g}",
                 file=source,
                 dialogue=dialogue_id,
                 field=f"{where}.features.{modality}",
             ) from None
+        if not (np.isfinite(wide).all() and (np.abs(wide) <= FLOAT32_MAX).all()):
+            raise DataError(
+                f"{modality} features must be finite numbers (no NaN or inf) within ±{FLOAT32_MAX:.3g}",
+                file=source,
+                dialogue=dialogue_id,
+                field=f"{where}.features.{modality}",
+            )
+        converted[str(modality)] = wide.astype(np.float32)
     speaker = entry.get("speaker")
     label, labelled = _json_label(entry.get("label"), classes, source, dialogue_id, f"{where}.label")
     utterance = Utterance(
@@ -190,7 +305,7 @@ def _json_label(
                 field=where,
             )
         return lowered[value.strip().lower()], True
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _fits_a_float(value):
         raise DataError(
             f"label {value!r} is not a class name or a number", file=source, dialogue=dialogue_id, field=where
         )
@@ -203,6 +318,13 @@ def _json_label(
             field=where,
         )
     return (int(value) if classes is not None else value), True
+
+
+def _fits_a_float(value: int | float) -> bool:
+    """Finite, and for an int within float range (``math.isfinite(10**400)`` raises OverflowError)."""
+    if isinstance(value, int):
+        return abs(value) <= sys.float_info.max
+    return math.isfinite(value)
 
 
 def read_dataset_dialogues(spec: str, predictor: Predictor) -> InputData:
@@ -252,14 +374,19 @@ def read_manifest_dialogues(path: Path, predictor: Predictor) -> InputData:
     labels = result.feature_info.get("labels", {}) if isinstance(result.feature_info, dict) else {}
     kind = labels.get("kind", "none")
     names = labels.get("classes") if kind == "names" else None
-    split_of = {d: split for split, ids in result.splits.items() for d in ids}
+    # Extraction files a manifest row without a split under "train"; an input is labelled only with the
+    # split its file names, so a manifest without a split column says nothing about one.
+    from ..data.csv_dialogues import csv_header
+
+    has_split = "split" in {name.lower() for name in csv_header(path)}
+    split_of = {d: split for split, ids in result.splits.items() for d in ids} if has_split else {}
     return InputData(
         str(path),
         "manifest",
         list(result.dialogues),
         labels=kind != "none",
         label_names=names,
-        splits=[split_of.get(d.id) for d in result.dialogues],
+        splits=[split_of.get(d.id) for d in result.dialogues] if has_split else None,
         problems=[str(problem) for problem in result.problems],
     )
 

@@ -28,12 +28,19 @@ Exporters, in order; the first whose graph passes the check is kept:
 The check runs the graph in onnxruntime on sizes other than the export example's (:data:`CHECK_SIZES`)
 against the unpatched PyTorch model: a failure or a difference above the tolerance rejects that graph.
 A model no exporter handles is an :class:`ExportError` giving each exporter's reason.
+
+A seed ensemble (:class:`~.predictor.EnsemblePredictor`) exports as one graph,
+:class:`EnsembleTensorModel`: every member behind the same inputs, the output the mean of theirs (the
+probabilities served and predicted). An ensemble whose members read text through their own adapted
+encoders (``text.mode=adapted``) is refused: each member would need its own text features, and the graph
+has one input per modality.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,8 +56,8 @@ from ..extras import require_extra
 from ..models import DataInfo, InfoFusionModel
 from ..models.base import probabilities
 from ..models.layers import traceable_frame_lstms
-from ..runs import RunDir
-from .predictor import Predictor
+from ..runs import RunDir, atomic_write_bytes, atomic_write_text
+from .predictor import EnsemblePredictor, Predictor
 
 FORMAT = "infofusion-onnx"
 FORMAT_VERSION = 1
@@ -120,8 +127,40 @@ class TensorModel(nn.Module):
         return predictions.reshape(dialogues, utterances)
 
 
+class EnsembleTensorModel(nn.Module):
+    """A seed ensemble behind the same tensors as one member: the mean of the members' outputs."""
+
+    def __init__(self, members: list[TensorModel]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        # The members agree on inputs and outputs (runs.load_members): the first one describes them.
+        self.info = members[0].info
+        self.input_names = members[0].input_names
+        self.output_name = members[0].output_name
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return torch.stack([member(*inputs) for member in self.members]).mean(dim=0)
+
+
+def tensor_model(predictor: Predictor) -> TensorModel | EnsembleTensorModel:
+    """The graph's module: the run's model, or a seed ensemble's members averaged."""
+    if isinstance(predictor, EnsemblePredictor):
+        return EnsembleTensorModel([tensor_model(member) for member in predictor.members]).eval()
+    return TensorModel(predictor.model, predictor.info, predictor.utterance_level).eval()
+
+
 def exportable(predictor: Predictor) -> None:
     """Raise :class:`ExportError` for a model the tensor-only graph cannot represent."""
+    if isinstance(predictor, EnsemblePredictor):
+        if predictor.separate_text:
+            raise ExportError(
+                f"{predictor.source} is a seed ensemble whose members read text with their own adapted "
+                "encoders (text.mode=adapted), so each needs its own text features and the graph has one "
+                "input per modality: serve it with `infofusion serve`, or export each member"
+            )
+        for member in predictor.members:
+            exportable(member)
+        return
     if predictor.model.text_front_end is not None:
         raise ExportError(
             f"{predictor.model_name} reads transcripts through its own text front end (a Hugging Face "
@@ -217,14 +256,19 @@ def export_onnx(
     exportable(predictor)
     path = Path(output) if output is not None else RunDir(run_dir).onnx_path
     path.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = TensorModel(predictor.model, predictor.info, predictor.utterance_level).eval()
+    wrapper = tensor_model(predictor)
     example = example_inputs(predictor.info, 2, 3)
-    # Written beside the target and renamed only once a graph passed the check: a failure leaves no file.
-    temporary = path.with_name(f".tmp-{path.name}")
     failures: list[str] = []
     chosen = None
-    try:
+    produced: dict[str, bytes] = {}
+    # Each exporter writes into a private folder of its own (a fresh name, mode 0700: nothing can be
+    # planted there); only a graph that passed the check leaves it, through the one atomic writer. A
+    # failure leaves no file; a link planted at the target is replaced, never followed.
+    with tempfile.TemporaryDirectory(prefix=f".{path.name}.export-", dir=path.parent) as scratch:
         for exporter in EXPORTERS:
+            attempt = Path(scratch) / exporter
+            attempt.mkdir()
+            temporary = attempt / path.name
             try:
                 with traceable_frame_lstms(wrapper):
                     _export(exporter, wrapper, example, temporary, opset)
@@ -241,12 +285,13 @@ def export_onnx(
                 failures.append(f"{exporter} exporter: onnxruntime: {type(error).__name__}: {_reason(error)}")
                 continue
             chosen = exporter
-            temporary.replace(path)
+            # The graph, and any external-data file an exporter wrote beside it (named in the graph).
+            produced = {file.name: file.read_bytes() for file in sorted(attempt.iterdir()) if file.is_file()}
             break
-    finally:
-        temporary.unlink(missing_ok=True)
     if chosen is None:
         raise ExportError(f"{predictor.model_name} cannot be exported to ONNX: " + "; ".join(failures))
+    for name in sorted(produced, key=lambda name: name == path.name):  # the graph last: it names the rest
+        atomic_write_bytes(path.with_name(name), produced[name])
     sidecar = sidecar_path(path)
     description = {
         "format": FORMAT,
@@ -269,7 +314,7 @@ def export_onnx(
         "torch": torch.__version__,
         "check": {"max_abs_diff": max_diff, "tolerance": tolerance, "sizes": [list(s) for s in sizes]},
     }
-    sidecar.write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(sidecar, json.dumps(description, indent=2) + "\n")
     return ExportResult(path, sidecar, predictor.model_name, chosen, inputs, max_diff, list(sizes), failures)
 
 
@@ -282,7 +327,11 @@ EXPORTERS = ("torchscript", "dynamo")
 
 
 def _export(
-    exporter: str, wrapper: TensorModel, example: tuple[torch.Tensor, ...], path: Path, opset: int
+    exporter: str,
+    wrapper: TensorModel | EnsembleTensorModel,
+    example: tuple[torch.Tensor, ...],
+    path: Path,
+    opset: int,
 ) -> None:
     """Write ``path`` with one exporter (raises whatever the exporter raises)."""
     with warnings.catch_warnings():
@@ -354,7 +403,7 @@ def graph_inputs(path: Path) -> list[str]:
 
 
 def check_onnx(
-    path: Path, wrapper: TensorModel, inputs: list[str], tolerance: float
+    path: Path, wrapper: TensorModel | EnsembleTensorModel, inputs: list[str], tolerance: float
 ) -> tuple[float, tuple[tuple[int, int], ...]]:
     """Largest difference between onnxruntime and PyTorch over real utterances, at :data:`CHECK_SIZES`."""
     import onnxruntime

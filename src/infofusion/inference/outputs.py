@@ -1,4 +1,4 @@
-"""What a prediction is, and how predictions are written: JSON, CSV, a plain-text table."""
+"""How predictions are written: JSON, CSV, a plain-text table, the one-dialogue report."""
 
 from __future__ import annotations
 
@@ -6,63 +6,16 @@ import csv
 import io
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import ConfigError
 from ..runs import atomic_write_text
+from .records import DialoguePrediction
 
 if TYPE_CHECKING:
     from .inputs import InputData
     from .predictor import Predictor
-
-
-@dataclass
-class UtterancePrediction:
-    """One utterance's prediction and what it was computed from."""
-
-    index: int  # position in its dialogue
-    uid: str
-    speaker: str
-    text: str | None
-    modalities: list[str]  # modalities the model saw for this utterance
-    missing: list[str]  # modalities of the run this utterance did not have (zeros, marked absent)
-    label: str | None = None  # classification: the predicted class name
-    probability: float | None = None  # classification: probability of the predicted class
-    probabilities: dict[str, float] | None = None  # classification: every class
-    value: float | None = None  # regression: the predicted value
-    true: str | float | None = None  # the input's own label, when it had one
-
-    def as_dict(self) -> dict[str, Any]:
-        row: dict[str, Any] = {
-            "index": self.index,
-            "uid": self.uid,
-            "speaker": self.speaker,
-            "text": self.text,
-        }
-        if self.value is not None:
-            row["value"] = self.value
-        else:
-            row.update(label=self.label, probability=self.probability, probabilities=self.probabilities)
-        row.update(modalities=self.modalities, missing=self.missing)
-        if self.true is not None:
-            row["true"] = self.true
-        return row
-
-
-@dataclass
-class DialoguePrediction:
-    dialogue_id: str
-    utterances: list[UtterancePrediction]
-    split: str | None = None  # the split of a data-set input
-
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"dialogue_id": self.dialogue_id}
-        if self.split is not None:
-            out["split"] = self.split
-        out["utterances"] = [u.as_dict() for u in self.utterances]
-        return out
 
 
 def results_as_json(
@@ -111,12 +64,19 @@ def results_as_csv(results: Sequence[DialoguePrediction], classes: Sequence[str]
     return buffer.getvalue()
 
 
+def counted(count: int, noun: str) -> str:
+    """``1 dialogue``, ``2 dialogues``: no "1 dialogues" in what a user reads."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def results_as_table(results: Sequence[DialoguePrediction]) -> str:
     """A readable plain-text table per dialogue."""
     lines: list[str] = []
     for dialogue in results:
         where = f", {dialogue.split}" if dialogue.split else ""
-        lines.append(f"dialogue {dialogue.dialogue_id} ({len(dialogue.utterances)} utterances{where})")
+        lines.append(
+            f"dialogue {dialogue.dialogue_id} ({counted(len(dialogue.utterances), 'utterance')}{where})"
+        )
         rows = [("#", "speaker", "predicted", "p", "true", "modalities", "text")]
         for u in dialogue.utterances:
             predicted = u.label if u.value is None else f"{u.value:+.3f}"
@@ -175,7 +135,7 @@ def dialogue_report(result: DialoguePrediction, predictor: Predictor, as_json: b
         rows.append(row)
     if as_json:
         return json.dumps({"dialogue": result.dialogue_id, "split": result.split, "utterances": rows}) + "\n"
-    lines = [f"dialogue {result.dialogue_id} ({result.split}, {len(rows)} utterances)"]
+    lines = [f"dialogue {result.dialogue_id} ({result.split}, {counted(len(rows), 'utterance')})"]
     for row in rows:
         confidence = f"  p={row['probability']:.3f}" if "probability" in row else ""
         lines.append(

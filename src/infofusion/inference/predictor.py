@@ -18,6 +18,10 @@ Inputs are :class:`~infofusion.data.Dialogue` s whose utterances may lack featur
   (``train.modality_dropout > 0``): its features are zeros and ``batch.present`` marks it absent, the same
   mechanism the trainer's modality dropout uses; otherwise it is a :class:`DataError`.
 
+A seed ensemble's folder (``train --ensemble``, ``ensemble.json``) loads as an
+:class:`EnsemblePredictor`: the same interface, whose probabilities are the mean of its members'
+(regression: the mean of their predictions), so ``predict``, ``serve`` and ``export`` use it as one model.
+
 Features are given raw: the model standardises its own inputs (``InfoFusionModel.standardize``). Every
 error names the input file, the dialogue and the field (``utterances[2].features.audio``). Readers of
 input files are in :mod:`.inputs`, writers of results in :mod:`.outputs`.
@@ -25,6 +29,7 @@ input files are in :mod:`.inputs`, writers of results in :mod:`.outputs`.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +41,7 @@ import torch
 
 from ..config import ConfigError
 from ..data.batching import as_utterance_dialogues, collate
+from ..data.labels import label_kind_problem, run_class_indices
 from ..data.provenance import data_provenance
 from ..data.text_encoder import DEFAULT_ENCODER, clean_text, get_text_encoder
 from ..data.types import DataError, Dialogue, Utterance
@@ -43,7 +49,7 @@ from ..models import DataInfo, InfoFusionModel, get_model_class
 from ..models.base import probabilities
 from ..runs import RunDir
 from ..text import WindowReader, text_settings
-from .outputs import DialoguePrediction, UtterancePrediction
+from .records import DialoguePrediction, UtterancePrediction
 
 MODALITY_NAMES = ("text", "audio", "visual")
 DEFAULT_BATCH_SIZE = 32
@@ -102,6 +108,7 @@ class Predictor:
         batch_size: int = DEFAULT_BATCH_SIZE,
         device: str | torch.device = "cpu",
         text_encoder_states: list[dict[str, torch.Tensor]] | None = None,
+        window_reader: WindowReader | None = None,
     ) -> None:
         self.model = model.eval()
         self.config = config
@@ -120,11 +127,11 @@ class Predictor:
         # The trainer only drops modalities when there are two or more (see Trainer._drop_modalities).
         self.allow_missing = dropout > 0 and len(info.modalities) >= 2
         self._encoder_lock = threading.Lock()
-        self.window_reader = (
-            WindowReader(text_settings(config), model.text_front_end is not None, text_encoder_states)
-            if self.text_origin.kind == "windows"
-            else None
-        )
+        if window_reader is None and self.text_origin.kind == "windows":
+            window_reader = WindowReader(
+                text_settings(config), model.text_front_end is not None, text_encoder_states
+            )
+        self.window_reader = window_reader
 
     @classmethod
     def from_run(
@@ -136,9 +143,15 @@ class Predictor:
         threads: int | None = None,
     ) -> Predictor:
         """The run's best checkpoint (:class:`~infofusion.runs.RunDir`); the training data is never read."""
+        # The commands' --batch-size and --threads: refused in one line, not clamped or a torch traceback.
+        for flag, value in (("--batch-size", batch_size), ("--threads", threads)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{flag} must be a whole number of at least 1, got {value!r}")
         if threads:
             torch.set_num_threads(int(threads))
         run = RunDir(run_dir)
+        if run.is_ensemble():
+            return EnsemblePredictor.from_ensemble(run, batch_size=batch_size, device=device)
         model, loaded = run.load_model(device)
         adapted = run.read_text_encoders()  # text.mode=adapted: the transformers the text was read with
         return cls(
@@ -191,9 +204,11 @@ class Predictor:
     ) -> list[PreparedDialogue]:
         """Check every utterance against the run and fill in its features (module docstring).
 
-        ``labels``: echo each utterance's ``label`` as ``true`` (named by ``label_names`` when given);
-        ``splits``: each dialogue's split, in order (data sets reuse ids across splits, as MELD does).
+        ``labels``: echo each utterance's ``label`` as ``true``; ``label_names``: the input's own class
+        names, index = label, matched to the run's classes by name (a class the run never learned is a
+        DataError); ``splits``: each dialogue's split, in order (data sets reuse ids across splits).
         """
+        true_names = self._true_names(dialogues, label_names, source) if labels else None
         prepared: list[PreparedDialogue] = []
         to_encode: list[tuple[int, int, str]] = []  # (dialogue, utterance, cleaned transcript)
         for d_index, dialogue in enumerate(dialogues):
@@ -217,7 +232,7 @@ class Predictor:
                     )
                 )
                 present.append(observed)
-                truth.append(_true_label(utterance.label, label_names) if labels else None)
+                truth.append(_true_label(utterance.label, true_names) if labels else None)
             split = splits[d_index] if splits is not None else None
             prepared.append(PreparedDialogue(dialogue.id, utterances, present, truth, split))
         if self.window_reader is not None:
@@ -236,6 +251,21 @@ class Predictor:
                         field=f"utterances[{u_index}]",
                     )
         return prepared
+
+    def _true_names(
+        self, dialogues: Sequence[Dialogue], label_names: Sequence[str] | None, source: str
+    ) -> dict[int, str] | None:
+        """The run's class name of each input label, when the input names its classes: by name, never by
+        position (data/labels.py). None when the labels are plain numbers, echoed as they are."""
+        if label_names is None:
+            return None
+        problem = label_kind_problem(self.info.task, "classification", source)
+        if problem is not None:
+            raise problem
+        classes = self.classes or []
+        used = {int(u.label) for dialogue in dialogues for u in dialogue.utterances}
+        mapping = run_class_indices(label_names, classes, used, source=source)
+        return {index: classes[position] for index, position in mapping.items()}
 
     def _utterance_features(
         self, utterance: Utterance, source: str, dialogue_id: str, index: int
@@ -366,6 +396,11 @@ class Predictor:
         self, dialogues: Sequence[PreparedDialogue], *, batch_size: int | None = None
     ) -> list[DialoguePrediction]:
         size = max(1, int(batch_size or self.batch_size))
+        return self._results(dialogues, self.outputs(dialogues, size))
+
+    def outputs(self, dialogues: Sequence[PreparedDialogue], batch_size: int) -> torch.Tensor:
+        """Every utterance's probabilities (regression: its prediction), in order, as one tensor."""
+        size = max(1, int(batch_size))
         # Utterance-level models see one-utterance dialogues, as in training; batches count utterances.
         units: list[tuple[Dialogue, list[dict[str, bool]]]] = []
         for dialogue in dialogues:
@@ -381,8 +416,7 @@ class Predictor:
         with torch.inference_mode():
             for start in range(0, len(units), size):
                 outputs.append(self._forward(units[start : start + size]))
-        flat = torch.cat(outputs) if outputs else torch.zeros(0)
-        return self._results(dialogues, flat)
+        return torch.cat(outputs) if outputs else torch.zeros(0)
 
     def _forward(self, units: list[tuple[Dialogue, list[dict[str, bool]]]]) -> torch.Tensor:
         dialogues = [dialogue for dialogue, _ in units]
@@ -456,11 +490,104 @@ class Predictor:
         return results
 
 
-def _true_label(label: Any, names: Sequence[str] | None) -> str | float | None:
+class EnsemblePredictor(Predictor):
+    """A seed ensemble as one model: each member predicts, the answer is the mean of their probabilities
+    (regression: of their predictions). Inputs are checked and prepared once, as the first member reads
+    them (the members agree on inputs, classes and text settings: ``runs.load_members``); members whose
+    text vectors come from their own adapted encoders (``text.mode=adapted``) each read the same windows.
+    """
+
+    def __init__(
+        self,
+        members: list[Predictor],
+        names: list[str],
+        seeds: list[int | None],
+        *,
+        source: str = "",
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        first = members[0]
+        # Seed-dependent adapted encoders read the text differently per member: the ensemble attaches
+        # the windows only, and each member computes its own vectors from them (outputs).
+        self.separate_text = any(
+            member.window_reader is not None
+            and not member.window_reader.model_reads_windows
+            and bool(member.window_reader.encoder_states)
+            for member in members
+        )
+        super().__init__(
+            first.model,
+            first.config,
+            first.info,
+            source=source,
+            batch_size=batch_size,
+            device=device,
+            window_reader=self._shared_reader(first),
+        )
+        self.members = members
+        self.member_names = names
+        self.seeds = seeds
+        # A missing modality is allowed only when every member learned to answer without it.
+        self.allow_missing = all(member.allow_missing for member in members)
+
+    def _shared_reader(self, first: Predictor) -> WindowReader | None:
+        if first.window_reader is None or not self.separate_text:
+            return first.window_reader
+        return WindowReader(first.window_reader.text, True)  # windows only; members read them
+
+    @classmethod
+    def from_ensemble(
+        cls, run: RunDir, *, batch_size: int = DEFAULT_BATCH_SIZE, device: str = "cpu"
+    ) -> EnsemblePredictor:
+        """The members ``ensemble.json`` names, each loaded and checked (``RunDir.load_ensemble``)."""
+        members = run.load_ensemble(device=device)
+        predictors = [
+            Predictor(
+                member.loaded.build_model(device),
+                member.loaded.config,
+                member.loaded.info,
+                source=str(member.run.path),
+                batch_size=batch_size,
+                device=device,
+                text_encoder_states=member.run.read_text_encoders(),
+            )
+            for member in members
+        ]
+        names, seeds = [m.name for m in members], [m.seed for m in members]
+        return cls(predictors, names, seeds, source=str(run.path), batch_size=batch_size, device=device)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "ensemble": {"members": self.member_names, "seeds": self.seeds}}
+
+    def outputs(self, dialogues: Sequence[PreparedDialogue], batch_size: int) -> torch.Tensor:
+        total: torch.Tensor | None = None
+        for member in self.members:
+            own = self._read_by(member, dialogues) if self.separate_text else dialogues
+            output = member.outputs(own, batch_size)
+            total = output if total is None else total + output
+        assert total is not None  # an ensemble has at least one member (runs.ensemble_entries)
+        return total / len(self.members)
+
+    @staticmethod
+    def _read_by(member: Predictor, dialogues: Sequence[PreparedDialogue]) -> list[PreparedDialogue]:
+        """Copies of ``dialogues`` whose text vectors ``member``'s own encoders read from the windows."""
+        copies = [
+            dataclasses.replace(
+                dialogue,
+                utterances=[dataclasses.replace(u, features=dict(u.features)) for u in dialogue.utterances],
+            )
+            for dialogue in dialogues
+        ]
+        if member.window_reader is not None:
+            member.window_reader.read_windows([Dialogue(d.id, d.utterances) for d in copies])
+        return copies
+
+
+def _true_label(label: Any, names: dict[int, str] | None) -> str | float | None:
     if label is None:
         return None
     if names is not None:
-        index = int(label)
-        return names[index] if 0 <= index < len(names) else str(label)
+        return names[int(label)]
     number = float(label)
     return int(number) if number.is_integer() else number

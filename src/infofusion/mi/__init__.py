@@ -29,6 +29,8 @@ _EXPORTS: dict[str, str] = {
     "L1Out": "upper",
     "ESTIMATORS": "registry",
     "EstimatorInfo": "registry",
+    "BOUND_KINDS": "registry",
+    "bound_kind": "registry",
     "build_estimator": "registry",
     "list_estimators": "registry",
     # bounds as functions of a score matrix

@@ -29,6 +29,9 @@ class MIEstimator(nn.Module, ABC):
 
     name: ClassVar[str]
     kind: ClassVar[str]  # "lower", "upper", "jsd" or "ba"
+    # What ``estimate`` is relative to the true I(X; Y): "lower" (at or below it, up to sampling), "upper"
+    # (at or above it) or "estimate" (either side: no bound holds). FitResult.bound_kind reports it.
+    bound_kind: ClassVar[str] = "estimate"
     description: ClassVar[str]
     units: ClassVar[str] = "nats"
     # What early stopping watches on held-out rows: "estimate" (maximised) when the network is trained on

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 EXIT_BAD_INPUT = 2
@@ -41,8 +42,11 @@ Estimate the mutual information I(X; Y), in nats, between two variables stored i
 Rows are samples. By default each variable is mapped to normal scores by its ranks (a Gaussian copula
 fitted on the training rows: MI does not change under invertible per-column maps, and the estimate
 then does not either), a critic is trained on 80 % of the rows and the estimate is read on the other
-20 %. The output is one JSON line: "mi" (held-out estimate), "std" (its spread over the last
-evaluations), "standard_error", "train_mi" and "gap" (train minus held-out: large means over-fitting).
+20 %. The output is one JSON line: "mi" (held-out value), "bound_kind" (lower: the true MI is at or
+above it; upper: at or below; estimate: either side), "standard_error" with "uncertainty": "sampling
+only" (the held-out rows' noise, not the bound's gap to the truth), "std" (its spread over the last
+evaluations), "train_mi", "gap" (train minus held-out: large means over-fitting) and "summary", which
+says all that in one line. The default estimator, InfoNCE, is a lower bound.
 """
 
 ESTIMATE_HELP = """\
@@ -52,11 +56,12 @@ of a .csv / .parquet (comma-separated), or column indices of a 2-D .npy (0,2 or 
 
 
 def _add_commands(commands: argparse._SubParsersAction) -> None:
-    from . import defaults
-    from .preprocessing import PREPROCESSING
+    from . import defaults  # not .preprocessing: it imports numpy, and the parser must stay light
 
     listing = commands.add_parser(
-        "estimators", help="list the estimators: name, kind, description", description="List the estimators."
+        "estimators",
+        help="list the estimators: name, kind, bound (lower, upper or estimate), description",
+        description="List the estimators.",
     )
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     listing.set_defaults(handler=command_estimators)
@@ -76,7 +81,7 @@ def _add_commands(commands: argparse._SubParsersAction) -> None:
     )
     estimate.add_argument(
         "--preprocessing",
-        choices=list(PREPROCESSING),
+        choices=defaults.PREPROCESSING_NAMES,
         default=defaults.DEFAULT_PREPROCESSING,
         help="per-column transform fitted on the training rows: copula (rank to normal score), "
         "standardise (mean 0, std 1) or none (default %(default)s)",
@@ -93,14 +98,21 @@ def _add_commands(commands: argparse._SubParsersAction) -> None:
         default=defaults.DEFAULT_BATCH_SIZE,
         help="rows per batch (default %(default)s)",
     )
-    estimate.add_argument("--seed", type=int, default=0, help="for the split, the batches and the network")
+    estimate.add_argument(
+        "--seed", type=int, default=0, help="for the split, the batches and the network (default %(default)s)"
+    )
     estimate.add_argument(
         "--lr",
         type=float,
         default=defaults.DEFAULT_LEARNING_RATE,
         help="Adam learning rate (default %(default)s)",
     )
-    estimate.add_argument("--hidden-dim", type=_positive_int, default=None, help="critic / decoder width")
+    estimate.add_argument(
+        "--hidden-dim",
+        type=_positive_int,
+        default=None,
+        help="critic / decoder width (default: the estimator's, 64)",
+    )
     estimate.add_argument(
         "--no-early-stopping",
         dest="early_stopping",
@@ -135,11 +147,12 @@ def command_estimators(args: argparse.Namespace) -> int:
     infos = list_estimators()
     if args.json:
         for info in infos:
-            print(json.dumps({"name": info.name, "kind": info.kind, "description": info.description}))
+            row = {"name": info.name, "kind": info.kind, "bound_kind": info.bound_kind}
+            print(json.dumps({**row, "description": info.description}))
         return 0
     width = max(len(info.name) for info in infos)
     for info in infos:
-        print(f"{info.name:<{width}}  {info.kind:<5}  {info.description}")
+        print(f"{info.name:<{width}}  {info.kind:<5}  {info.bound_kind:<8}  {info.description}")
     return 0
 
 
@@ -171,6 +184,12 @@ def command_estimate(args: argparse.Namespace) -> int:
         estimator_options=options if args.estimator != "ksg" else {},
         evaluation=nats_readout(args.estimator),  # JSD reports its critic's read-out, in nats
     )
+    if not math.isfinite(result.mi):  # never a "mi": null with exit 0
+        return _fail(
+            f"{args.file}: the {args.estimator} estimate came out NaN or infinite (with preprocessing "
+            f"{args.preprocessing}, the values' scale or the learning rate overflowed its arithmetic): "
+            "try --preprocessing copula or a smaller --lr"
+        )
     print(json.dumps(result.as_dict()))
     return 0
 

@@ -9,3 +9,5 @@ DEFAULT_PREPROCESSING = "copula"
 DEFAULT_STEPS = 1500
 DEFAULT_BATCH_SIZE = 128
 DEFAULT_LEARNING_RATE = 1e-3
+# The names of infofusion.mi.preprocessing.PREPROCESSING, in its order (tests/test_cli_help.py checks).
+PREPROCESSING_NAMES = ("copula", "standardise", "none")

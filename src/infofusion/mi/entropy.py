@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from typing import overload
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -47,13 +49,44 @@ def gaussian_entropy(samples: torch.Tensor, jitter: float = 1e-6) -> torch.Tenso
     return 0.5 * (dim * LOG_2PI_E + stable_logdet(sample_covariance(samples), jitter))
 
 
-def gaussian_mutual_information(x: torch.Tensor, y: torch.Tensor, jitter: float = 1e-9) -> torch.Tensor:
+def _columns(values: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
+    """Rows are samples; a 1-D input is one column (as ``fit_estimator`` reads it)."""
+    tensor = values if isinstance(values, torch.Tensor) else torch.as_tensor(np.asarray(values, np.float64))
+    if tensor.dim() == 1:
+        tensor = tensor[:, None]
+    if tensor.dim() != 2:
+        raise ValueError(f"{name} must be 1-D or 2-D (samples x features), got shape {tuple(tensor.shape)}")
+    return tensor
+
+
+@overload
+def gaussian_mutual_information(x: torch.Tensor, y: torch.Tensor, jitter: float = 1e-9) -> torch.Tensor: ...
+
+
+@overload
+def gaussian_mutual_information(x: np.ndarray, y: np.ndarray, jitter: float = 1e-9) -> float: ...
+
+
+def gaussian_mutual_information(
+    x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, jitter: float = 1e-9
+) -> torch.Tensor | float:
     """The closed-form Gaussian (CCA) estimate H(X) + H(Y) - H(X, Y) of the sample covariance, in nats.
 
-    Exact in the limit for jointly Gaussian data; blind to any dependence that is not linear.
+    Takes NumPy arrays (read in float64; the result is a ``float``) or tensors (the result is a tensor,
+    differentiable), rows as samples and a 1-D input as one column, as ``fit_estimator`` does. Exact in
+    the limit for jointly Gaussian data; blind to any dependence that is not linear.
     """
-    joint = torch.cat([x, y], dim=1)
-    return gaussian_entropy(x, jitter) + gaussian_entropy(y, jitter) - gaussian_entropy(joint, jitter)
+    as_float = not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor))
+    x_rows, y_rows = _columns(x, "x"), _columns(y, "y")
+    if x_rows.shape[0] != y_rows.shape[0]:
+        raise ValueError(f"x and y have different numbers of rows: {x_rows.shape[0]} and {y_rows.shape[0]}")
+    if as_float:  # one NumPy input: both in float64, as fit_estimator reads them
+        x_rows, y_rows = x_rows.double(), y_rows.double()
+    joint = torch.cat([x_rows, y_rows], dim=1)
+    value = (
+        gaussian_entropy(x_rows, jitter) + gaussian_entropy(y_rows, jitter) - gaussian_entropy(joint, jitter)
+    )
+    return float(value) if as_float else value
 
 
 def sentiment_groups(labels: torch.Tensor) -> torch.Tensor:

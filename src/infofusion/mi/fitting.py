@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -32,9 +32,19 @@ from .preprocessing import build_transform
 from .progress import Progress
 from .registry import ESTIMATORS, build_estimator
 
+# What ``standard_error`` covers: the noise of the held-out rows' batches, nothing else. Not the bias of
+# the bound (a lower bound sits below the truth by a gap it cannot see), not the critic's training noise
+# (``std``), not the choice of the best window.
+SAMPLING_ONLY = "sampling only"
+
 
 @dataclass
 class FitResult:
+    """One fit's value and what it is: ``bound_kind`` says on which side of the true I(X; Y) ``mi`` lies,
+    ``uncertainty`` what its ``standard_error`` covers; ``summary()`` says both in one line."""
+
+    uncertainty: ClassVar[str] = SAMPLING_ONLY
+
     estimator: str
     mi: float  # held-out estimate: mean of the evaluations in the best window
     std: float  # their spread (population std); for KSG the standard error over rows
@@ -48,6 +58,9 @@ class FitResult:
     stopped_early: bool = False
     heldout_rows: np.ndarray = field(default_factory=lambda: np.empty(0, int), repr=False)
     model: MIEstimator | None = field(default=None, repr=False)  # the trained estimator
+    # "lower": at or below the true MI up to sampling noise; "upper": at or above it; "estimate": either
+    # side (registry.bound_kind: each estimator's, "estimate" for a read-out other than its bound).
+    bound_kind: str = "estimate"
 
     @property
     def gap(self) -> float:
@@ -70,7 +83,36 @@ class FitResult:
             "preprocessing": self.preprocessing,
             "seconds": round(self.seconds, 2),
             "units": self.units,
+            "bound_kind": self.bound_kind,
+            "uncertainty": self.uncertainty,
+            "summary": self.summary(),
         }
+
+    def summary(self) -> str:
+        """``I(X; Y) >= 2.390 nats: a lower bound ...; standard error 0.025 (sampling only)``."""
+        error = (
+            "standard error unknown (one held-out batch)"
+            if math.isnan(self.standard_error)
+            else f"standard error {self.standard_error:.3f} ({self.uncertainty})"
+        )
+        if not self.units.startswith("nats"):
+            return f"{self.estimator} objective {self.mi:.3f} ({self.units}): not a value of I(X; Y); {error}"
+        claims = {
+            "lower": (
+                ">=",
+                "a lower bound: the true MI is at or above it, by a gap the error does not cover",
+            ),
+            "upper": (
+                "<=",
+                "an upper bound: the true MI is at or below it, by a gap the error does not cover",
+            ),
+            "estimate": (
+                "~",
+                "an estimate, off the true MI by a bias of unknown sign the error does not cover",
+            ),
+        }
+        sign, meaning = claims[self.bound_kind]
+        return f"I(X; Y) {sign} {self.mi:.3f} nats: {meaning}; {error}"
 
 
 def as_matrix(values: np.ndarray | torch.Tensor, name: str = "array") -> np.ndarray:
@@ -159,6 +201,7 @@ def _ksg_fit(
         standard_error=result.standard_error,
         preprocessing=preprocessing,
         heldout_rows=np.arange(x.shape[0]),
+        bound_kind=KSG.bound_kind,
     )
 
 
@@ -350,4 +393,6 @@ def _train(
         stopped_early=stopped_early,
         heldout_rows=heldout_rows,
         model=model,
+        # a read-out other than the trained bound (JSD's density ratio) bounds nothing
+        bound_kind=model.bound_kind if evaluation == "estimate" else "estimate",
     )

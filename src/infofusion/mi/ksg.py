@@ -31,6 +31,7 @@ class KSG:
 
     name: ClassVar[str] = "ksg"
     kind: ClassVar[str] = "knn"
+    bound_kind: ClassVar[str] = "estimate"  # consistent, but biased low in high dimension: no bound
     description: ClassVar[str] = (
         "Kraskov-Stögbauer-Grassberger k-nearest-neighbour estimate (nats; no training)"
     )

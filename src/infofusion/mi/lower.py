@@ -36,6 +36,7 @@ class MINE(CriticEstimator):
     """
 
     name, kind = "mine", "lower"
+    bound_kind = "lower"
     description = "Donsker-Varadhan bound with MINE's moving-average gradient correction (nats)"
 
     default_critic = "concat"
@@ -72,6 +73,7 @@ class NWJ(CriticEstimator):
     """NWJ / f-divergence bound (Nguyen, Wainwright & Jordan 2010): E_p[T] - E_{p(x)p(y)}[e^{T-1}]."""
 
     name, kind = "nwj", "lower"
+    bound_kind = "lower"
     description = "Nguyen-Wainwright-Jordan bound E_p[T] - E_q[exp(T-1)] (nats; low bias, high variance)"
 
     default_critic = "concat"
@@ -87,6 +89,7 @@ class InfoNCE(CriticEstimator):
     """
 
     name, kind = "infonce", "lower"
+    bound_kind = "lower"
     description = "InfoNCE contrastive bound, separable or concat critic (nats; capped at log batch size)"
 
     def bound(self, scores: torch.Tensor) -> torch.Tensor:
@@ -105,6 +108,7 @@ class CPC(InfoNCE):
     """
 
     name, kind = "cpc", "lower"
+    bound_kind = "lower"
     description = "MMIM's CPC: x->y predictor, L2-normalised cosine scores, InfoNCE over the batch (nats)"
 
     def __init__(
@@ -134,6 +138,7 @@ class JSD(CriticEstimator):
     """
 
     name, kind = "jsd", "jsd"
+    bound_kind = "estimate"  # its objective is not in nats; density_ratio_mi reads an estimate
     description = "Deep InfoMax Jensen-Shannon objective (NOT nats: in [-2 log 2, 0]; for maximising MI)"
     units = "jsd objective (not nats)"
 
@@ -155,6 +160,7 @@ class SMILE(CriticEstimator):
     """
 
     name, kind = "smile", "lower"
+    bound_kind = "estimate"  # clipping the partition term biases it either way
     description = "SMILE: clipped Donsker-Varadhan (tau=5 by default), critic trained by JS (nats)"
 
     default_critic = "concat"
@@ -184,6 +190,7 @@ class BarberAgakov(GaussianConditionalEstimator):
     """
 
     name, kind = "ba", "ba"
+    bound_kind = "estimate"  # a lower bound only if H(Y) is exact; a Gaussian H(Y) can overstate it
     description = "Barber-Agakov H(Y) + E log q(y|x), Gaussian decoder; H(Y) given or Gaussian (nats)"
     stopping_criterion = "estimate"  # H(Y) is fixed, so the estimate is minus the loss plus a constant
 

@@ -18,17 +18,35 @@ ESTIMATORS: dict[str, type[MIEstimator]] = {
 }
 
 
+BOUND_KINDS = ("lower", "upper", "estimate")
+
+
 @dataclass(frozen=True)
 class EstimatorInfo:
     name: str
-    kind: str  # lower | upper | jsd | ba | knn
+    kind: str  # lower | upper | jsd | ba | knn: the family, as the papers name it
     description: str
+    bound_kind: str = "estimate"  # what its value is relative to the true MI: one of BOUND_KINDS
 
 
 def list_estimators() -> list[EstimatorInfo]:
     """Every estimator ``fit_estimator`` accepts: the trainable modules, then KSG (no network to train)."""
-    infos = [EstimatorInfo(name, cls.kind, cls.description) for name, cls in ESTIMATORS.items()]
-    return [*infos, EstimatorInfo(KSG.name, KSG.kind, KSG.description)]
+    infos = [
+        EstimatorInfo(name, cls.kind, cls.description, cls.bound_kind) for name, cls in ESTIMATORS.items()
+    ]
+    return [*infos, EstimatorInfo(KSG.name, KSG.kind, KSG.description, KSG.bound_kind)]
+
+
+def bound_kind(name: str) -> str:
+    """``"lower"``, ``"upper"`` or ``"estimate"``: what estimator ``name``'s value is relative to the true
+    I(X; Y). A lower bound sits at or below the truth (up to sampling noise), an upper bound at or above
+    it, an estimate on either side. Figures and reports label a value with it (``mine`` → "lower bound")."""
+    if name == KSG.name:
+        return KSG.bound_kind
+    try:
+        return ESTIMATORS[name].bound_kind
+    except KeyError:
+        raise ValueError(f"unknown estimator {name!r}; choose from {', '.join(estimator_names())}") from None
 
 
 def estimator_names() -> list[str]:

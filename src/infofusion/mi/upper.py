@@ -20,6 +20,7 @@ class CLUB(GaussianConditionalEstimator):
     """
 
     name, kind = "club", "upper"
+    bound_kind = "upper"  # when the decoder q(y|x) is close to p(y|x)
     description = "vCLUB contrastive log-ratio upper bound, Gaussian q(y|x) with learned variance (nats)"
 
     def estimate(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -44,6 +45,7 @@ class CLUBSample(GaussianConditionalEstimator):
     """CLUB with one random negative per sample: mean_i [log q(y_i|x_i) - log q(y_π(i)|x_i)]; O(n)."""
 
     name, kind = "club_sample", "upper"
+    bound_kind = "upper"
     description = "CLUB with one sampled negative per row (O(n), noisier), learned variance (nats)"
 
     def estimate(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -59,6 +61,7 @@ class CLUBMean(CLUB):
     """
 
     name, kind = "club_mean", "upper"
+    bound_kind = "estimate"  # an upper bound only if unit variance fits p(y|x)
     description = "CLUB with unit variance (mean-only decoder, MSE loss); bound only if variance fits (nats)"
     learn_variance = False
 
@@ -70,6 +73,7 @@ class L1Out(GaussianConditionalEstimator):
     """
 
     name, kind = "l1out", "upper"
+    bound_kind = "upper"
     description = "Leave-one-out upper bound, log-sum-exp over the other rows' q(y_i|x_j) (nats)"
 
     def estimate(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

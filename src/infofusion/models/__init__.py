@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+
+from ..errors import UnknownModelError  # defined without torch, for the CLI
 from .base import DataInfo, InfoFusionModel, ModelOutput, ModelParams, Stage
 from .bc_lstm import BcLSTM
 from .late_fusion import LateFusion
@@ -28,15 +31,15 @@ MODELS: dict[str, type[InfoFusionModel]] = {
 }
 
 
-class UnknownModelError(LookupError):
-    """A model name that is not registered."""
-
-
 def get_model_class(name: str) -> type[InfoFusionModel]:
     try:
         return MODELS[name]
     except KeyError:
-        raise UnknownModelError(f"unknown model {name!r}; registered: {', '.join(sorted(MODELS))}") from None
+        # The nearest name first, as config.unknown_key does for a --set key: `mmmi` is a typo of `mmmie`.
+        close = difflib.get_close_matches(str(name), list(MODELS), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        registered = ", ".join(sorted(MODELS))
+        raise UnknownModelError(f"unknown model {name!r}{hint} (registered: {registered})") from None
 
 
 def model_params(config: dict) -> ModelParams:

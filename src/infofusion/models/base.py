@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..config import Fraction, PositiveInt, parse_sections, section
+from ..config import Fraction, Width, parse_sections, section
 from ..data.batching import Batch, DialogueLoader, speaker_vocabulary
 from ..data.types import Dataset
 from ..text import FRONT_END_KEY, TextFrontEnd, front_end_spec, text_settings
@@ -28,7 +28,7 @@ class ModelParams:
     """The shared ``model`` section. Each model extends it with the fields of its own section (named
     after the model) and may change these defaults to its YAML's."""
 
-    hidden: PositiveInt = 128
+    hidden: Width = 128
     dropout: Fraction = 0.3
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..config import Modality, PositiveInt
+from ..config import Modality, Width
 from ..data.batching import Batch
 from .base import DataInfo, InfoFusionModel, ModelOutput, ModelParams
 from .tfn import ModalitySubnetworks, subnetwork_widths, with_constant_one
@@ -30,10 +30,10 @@ from .tfn import ModalitySubnetworks, subnetwork_widths, with_constant_one
 class LMFParams(ModelParams):
     """``model.hidden`` is not read: ``fusion_dim`` and the subnetwork widths size LMF."""
 
-    rank: PositiveInt = 4
-    fusion_dim: PositiveInt = 32  # width of the fused vector h, read out by a linear layer
+    rank: Width = 4  # factors of the fused weight, each as wide as a subnetwork
+    fusion_dim: Width = 32  # width of the fused vector h, read out by a linear layer
     # Subnetwork widths, one per modality; no tensor is built, so text can be wide.
-    modality_dims: dict[Modality, PositiveInt] = field(
+    modality_dims: dict[Modality, Width] = field(
         default_factory=lambda: {"text": 64, "audio": 16, "visual": 16}
     )
 

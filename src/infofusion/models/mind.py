@@ -42,7 +42,17 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..config import ConfigError, Fraction, NonNegativeInt, PositiveInt, Range
+from ..config import (
+    MAX_WIDTH,
+    ConfigError,
+    Fraction,
+    LayerCount,
+    Range,
+    Seed,
+    SignedWeight,
+    Weight,
+    Width,
+)
 from ..data.batching import Batch, DialogueLoader
 from ..mi import barlow_twins_loss, build_estimator, grad_reverse, hsic
 from ..mi.terms import Kernel
@@ -73,11 +83,11 @@ def barlow_twins_off_diagonal_weight(setting: Literal["dim", "1/dim"] | float, w
 class MInDParams(ModelParams):
     """Loss weights of eq. 19 from the authors' MOSI script; see ``configs/mind.yaml``."""
 
-    alpha: float = 1.0e-2  # L_Info: Deep InfoMax JSD for (ΣZ, S_m), (Z_m, P_m), (G_m, N_m)
-    beta: float = 1.0e-4  # L_Cons: Barlow Twins between shared codes of modality pairs
-    gamma: float = 1.0e-3  # L_Diff: HSIC of (S,P), (S,N), (P_a,P_b), (P,N)
-    lambda_: float = 0.1  # ``mind.lambda``: L_Recon and L_CyR
-    np_weight: float = 1.0  # L_NP
+    alpha: Weight = 1.0e-2  # L_Info: Deep InfoMax JSD for (ΣZ, S_m), (Z_m, P_m), (G_m, N_m)
+    beta: Weight = 1.0e-4  # L_Cons: Barlow Twins between shared codes of modality pairs
+    gamma: Weight = 1.0e-3  # L_Diff: HSIC of (S,P), (S,N), (P_a,P_b), (P,N)
+    lambda_: Weight = 0.1  # ``mind.lambda``: L_Recon and L_CyR
+    np_weight: Weight = 1.0  # L_NP
     # Table 2 switches: each false removes one term (not computed, not logged, no networks built).
     info: bool = True
     cons: bool = True
@@ -89,16 +99,17 @@ class MInDParams(ModelParams):
     predict_from: list[CodeKind] = field(default_factory=lambda: ["S", "P"])  # codes the head sees
     # Off-diagonal weight λ_BT: 1/dim with beta 1e-4, the authors' pair (the paper's "dim" with the same
     # beta makes the off-diagonal term d² times stronger; see docs/mind.md).
-    bt_lambda: Literal["dim", "1/dim"] | float = "1/dim"
+    bt_lambda: Literal["dim", "1/dim"] | Weight = "1/dim"
     hsic_kernel: Kernel = "linear"
-    grl_scale: float = 1.0  # gradient-reversal factor of L_CyR and L_NP
+    grl_scale: SignedWeight = 1.0  # gradient-reversal factor of L_CyR and L_NP
     cyr_detach_targets: bool = True
-    critic_hidden: PositiveInt = 128  # JSD statistics networks
-    critic_layers: NonNegativeInt = 2
+    critic_hidden: Width = 128  # JSD statistics networks
+    critic_layers: LayerCount = 2
     critic: Literal["concat", "separable"] = "concat"
-    fusion_dim: Annotated[int, Range(2)] = 128  # eq. 15's FC width; the predictor's hidden layer: half
+    # eq. 15's FC width; the predictor's hidden layer: half
+    fusion_dim: Annotated[int, Range(2), Range(high=MAX_WIDTH)] = 128
     head_dropout: Fraction = 0.15
-    eval_noise_seed: int = 0  # seeds the noise stream of each evaluation pass (predictions never use N)
+    eval_noise_seed: Seed = 0  # seeds the noise stream of each evaluation pass (predictions never use N)
 
     def __post_init__(self) -> None:
         if not self.predict_from:

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..config import ConfigError, Fraction, PositiveInt
+from ..config import ConfigError, Depth, Fraction, Weight, Width
 from ..data.batching import Batch
 from ..mi import cmd
 from .base import DataInfo, InfoFusionModel, ModelOutput, ModelParams
@@ -58,11 +58,11 @@ def soft_orthogonality(first: torch.Tensor, second: torch.Tensor, eps: float = 1
 @dataclass
 class MISAParams(ModelParams):
     dropout: Fraction = 0.5
-    sim_weight: float = 1.0  # CMD between the shared codes of every modality pair; 0 turns it off
-    diff_weight: float = 0.3  # soft orthogonality shared/private and private/private; 0 turns it off
-    recon_weight: float = 1.0  # MSE reconstruction from shared + private; 0 turns it off
-    fusion_heads: PositiveInt = 2
-    fusion_feedforward: PositiveInt = 2048  # PyTorch's default, which the authors' code used
+    sim_weight: Weight = 1.0  # CMD between the shared codes of every modality pair; 0 turns it off
+    diff_weight: Weight = 0.3  # soft orthogonality shared/private and private/private; 0 turns it off
+    recon_weight: Weight = 1.0  # MSE reconstruction from shared + private; 0 turns it off
+    fusion_heads: Depth = 2
+    fusion_feedforward: Width = 2048  # PyTorch's default, which the authors' code used
 
     def __post_init__(self) -> None:
         if self.hidden % self.fusion_heads:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..config import Fraction, NonNegativeFloat, PositiveFloat, PositiveInt
+from ..config import Fraction, NonNegativeFloat, PositiveFloat, PositiveInt, Weight, Width
 from ..data.batching import Batch, DialogueLoader
 from ..mi import GaussianMemoryEntropy, build_estimator, sentiment_groups
 from .base import DataInfo, InfoFusionModel, ModelOutput, ModelParams, Stage
@@ -36,11 +36,11 @@ from .layers import ModalityEncoders, mlp, zero_connected_to
 class MMIMParams(ModelParams):
     """Names in comments: the authors' ``src/config.py``."""
 
-    hidden: PositiveInt = 128  # d_prjh (fusion width); also the width of a projected sentence vector
+    hidden: Width = 128  # d_prjh (fusion width); also the width of a projected sentence vector
     dropout: Fraction = 0.1  # dropout_prj (on the fusion input and a projected sentence vector)
-    modality_dim: PositiveInt = 16  # d_aout / d_vout: width of the audio and visual vectors
-    alpha: float = 0.1  # weight of CPC
-    beta: float = 0.1  # weight of the MMILB likelihood + entropy
+    modality_dim: Width = 16  # d_aout / d_vout: width of the audio and visual vectors
+    alpha: Weight = 0.1  # weight of CPC
+    beta: Weight = 0.1  # weight of the MMILB likelihood + entropy
     cpc: bool = True
     mmilb: bool = True
     entropy: bool = True

@@ -28,8 +28,19 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..config import ConfigError, Fraction, NonNegativeFloat, NonNegativeInt, PositiveInt, Range
+from ..config import (
+    ConfigError,
+    Depth,
+    Fraction,
+    LayerCount,
+    NonNegativeFloat,
+    PositiveInt,
+    Range,
+    Weight,
+    Width,
+)
 from ..data.batching import Batch, DialogueLoader
+from ..errors import TrainingNote
 from ..mi import build_estimator
 from ..text import text_settings
 from ..text.windows import TURN
@@ -43,8 +54,8 @@ ENCODER_KINDS = get_args(EncoderKind)
 @dataclass
 class MMMIEParams(ModelParams):
     dropout: Fraction = 0.5  # on dialogue data; MOSI's small_data settings keep 0.3 (configs/mmmie.yaml)
-    alpha: float = 0.3  # weight of L_MI = -Σ MINE(f_a; f_b) over modality pairs (eq. 18)
-    beta: float = 2.0e-4  # weight of L_MSI = Σ CLUB(h_m; f_m) over modalities (eq. 18)
+    alpha: Weight = 0.3  # weight of L_MI = -Σ MINE(f_a; f_b) over modality pairs (eq. 18)
+    beta: Weight = 2.0e-4  # weight of L_MSI = Σ CLUB(h_m; f_m) over modalities (eq. 18)
     # Table 5 switches: false = the component is not built, not computed and not logged.
     # Identity Embedding: segment = a speaker vector per token inside the text transformer, in place of
     # its segment embedding (Sec. 3.2, eq. 1-3; needs text.mode frozen or finetune), and added to the
@@ -55,19 +66,20 @@ class MMMIEParams(ModelParams):
     club: bool = True  # MI minimisation
     # true: a negative CLUB estimate gives the encoders no gradient (max(·, 0) per modality). MI is never
     # below 0, so a negative value means q(f_m | h_m) lags f_m, and minimising it further only pushes f_m
-    # away from q's mean: with a learning text front end the estimate ran to -1,948 nats. auto: floored
-    # when the text front end learns (text.mode finetune); frozen runs measured better without the floor
-    # (IEMOCAP dev, docs/mmmie.md).
-    club_nonnegative: bool | Literal["auto"] = "auto"
+    # away from q's mean: with a learning text front end (text.mode finetune) the estimate ran to -1,948
+    # nats, so the recipes that fine-tune set it; frozen runs measured better without the floor (IEMOCAP
+    # dev, docs/mmmie.md).
+    club_nonnegative: bool = False
     monitor: bool = False  # true: still train and log an estimator whose term is off (Fig. 2/3)
     # dialogue: order of first appearance in the dialogue | global: training speaker names
     speaker_ids: Literal["dialogue", "global"] = "dialogue"
-    max_speakers: PositiveInt = 10  # identity rows for per-dialogue ids; later speakers share the last row
+    # identity rows for per-dialogue ids; later speakers share the last row
+    max_speakers: Annotated[int, Range(1), Range(high=10_000)] = 10
     encoder: EncoderKind = "conv"  # the layer in front of each modality's LSTM
-    conv_kernel: PositiveInt = 3
-    heads: PositiveInt = 4  # transformer encoder only
-    critic_hidden: PositiveInt = 64  # MINE critic and CLUB decoder widths
-    critic_layers: NonNegativeInt = 2
+    conv_kernel: Depth = 3
+    heads: Depth = 4  # transformer encoder only
+    critic_hidden: Width = 64  # MINE critic and CLUB decoder widths
+    critic_layers: LayerCount = 2
     mine_critic: Literal["concat", "separable"] = "concat"
     mine_moving_average: Annotated[float, Range(0.0, 1.0, low_open=True)] = 0.01
     estimator_lr: NonNegativeFloat = 1.0e-3  # the estimators' own Adam (the paper gives none)
@@ -178,13 +190,11 @@ class MMMIE(InfoFusionModel):
                 f"MMMIE: the data has one modality ({', '.join(info.modalities)}), so there is no pair "
                 "for MINE: the shared-information term L_MI is left out and only the task loss and CLUB "
                 "train",
+                TrainingNote,
                 stacklevel=2,
             )
         self.use_club = params.club
-        learning_text = self.text_front_end is not None and self.text_front_end.learns
-        self.club_nonnegative = params.club_nonnegative is True or (
-            params.club_nonnegative == "auto" and learning_text
-        )
+        self.club_nonnegative = params.club_nonnegative
         # monitor: keep training an estimator whose term is switched off, so its curve is still logged
         # (the "not optimised" curves of Fig. 2 and 3); off means not built at all.
         monitor = params.monitor

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..config import ConfigError, Fraction, Modality, PositiveInt
+from ..config import ConfigError, Depth, Fraction, Modality, Width
 from ..data.batching import Batch
 from .base import DataInfo, InfoFusionModel, ModelOutput, ModelParams
 from .layers import sinusoidal_positions
@@ -85,16 +85,14 @@ class MulTParams(ModelParams):
     """``model.hidden`` is not read: ``dim`` is the common width."""
 
     dropout: Fraction = 0.1  # relu_dropout and res_dropout
-    dim: PositiveInt = 30  # d_l = d_a = d_v
-    heads: PositiveInt = 5
-    layers: PositiveInt = 3  # cross-modal blocks per source -> target; self-attention uses max(layers, 3)
+    dim: Width = 30  # d_l = d_a = d_v
+    heads: Depth = 5
+    layers: Depth = 3  # cross-modal blocks per source -> target; self-attention uses max(layers, 3)
     attention_dropout: Fraction = 0.1
     embed_dropout: Fraction = 0.25
     out_dropout: Fraction = 0.0
     # Temporal convolution per modality, odd (one output per frame); used for frame sequences only.
-    conv_kernels: dict[Modality, PositiveInt] = field(
-        default_factory=lambda: {"text": 1, "audio": 1, "visual": 1}
-    )
+    conv_kernels: dict[Modality, Depth] = field(default_factory=lambda: {"text": 1, "audio": 1, "visual": 1})
 
     def __post_init__(self) -> None:
         for modality, kernel in self.conv_kernels.items():

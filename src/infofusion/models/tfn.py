@@ -21,10 +21,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..config import Modality, PositiveInt
+from ..config import ConfigError, Modality, Width
 from ..data.batching import Batch
 from .base import DataInfo, InfoFusionModel, ModelOutput, ModelParams
 from .layers import ModalityEncoder, ModalityEncoders, mlp
+
+# The post-fusion layer's weights: Π (width + 1) × hidden. 2**28 float32 weights are 1 GiB.
+MAX_FUSION_WEIGHTS = 2**28
 
 
 def with_constant_one(vectors: torch.Tensor) -> torch.Tensor:
@@ -53,9 +56,9 @@ def subnetwork_widths(widths: dict[str, int], modalities: list[str]) -> dict[str
 
 @dataclass
 class TFNParams(ModelParams):
-    hidden: PositiveInt = 64  # post-fusion layers (the paper's post_fusion_dim: 32-128)
+    hidden: Width = 64  # post-fusion layers (the paper's post_fusion_dim: 32-128)
     # Subnetwork widths, one per modality: the fused tensor has Π (width + 1) entries.
-    modality_dims: dict[Modality, PositiveInt] = field(
+    modality_dims: dict[Modality, Width] = field(
         default_factory=lambda: {"text": 32, "audio": 16, "visual": 16}
     )
 
@@ -87,6 +90,12 @@ class TFN(InfoFusionModel):
         fused_dim = 1
         for modality in info.modalities:
             fused_dim *= widths[modality] + 1
+        if fused_dim * hidden > MAX_FUSION_WEIGHTS:  # each width is capped, their product is not
+            raise ConfigError(
+                f"tfn.modality_dims {dict(widths)} give a fused tensor of {fused_dim} entries, which with "
+                f"model.hidden {hidden} is {fused_dim * hidden} weights (at most {MAX_FUSION_WEIGHTS}): "
+                "narrow the subnetworks"
+            )
         # The paper's post-fusion network: dropout on the tensor, two ReLU layers, the output layer.
         self.head = nn.Sequential(nn.Dropout(dropout), mlp([fused_dim, hidden, hidden, info.output_dim]))
 

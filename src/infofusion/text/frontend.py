@@ -15,19 +15,28 @@
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from ..data.text_encoder import DEFAULT_ENCODER, TextEncoderError, load_from_model_directory
+from ..data.text_encoder import (
+    DEFAULT_ENCODER,
+    TextEncoderError,
+    encoder_identity,
+    load_from_model_directory,
+)
 from .windows import IDS, SEGMENT, TARGET, SpecialTokens
 
 Mode = Literal["sentence", "frozen", "finetune"]
 Pooling = Literal["target", "cls", "window"]
+Precision = Literal["fp32", "bf16"]
 MODES = ("sentence", "frozen", "finetune")
 POOLINGS = ("target", "cls", "window")
+PRECISIONS = ("fp32", "bf16")
 LENGTH_CHUNK = 32  # windows per transformer call within a batch, grouped by length
 LOWER_MEMO_LIMIT = 100_000  # windows whose frozen lower-layer states are kept (about 6 GB at 75 tokens)
 
@@ -42,6 +51,8 @@ class FrontEndSpec:
     segments: bool = True  # BERT pair segment ids: context 0, target 1
     finetune_layers: int = 0  # finetune: the top N layers learn; 0 = all layers and the embeddings
     layer_decay: float = 0.9
+    # Frozen readings computed once (encode_windows) only; a front end in a model always runs in fp32.
+    precision: Precision = "fp32"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -52,9 +63,22 @@ class FrontEndSpec:
             raise ValueError(f"text.finetune_layers must be >= 0, got {self.finetune_layers}")
         if not 0.0 < self.layer_decay <= 1.0:
             raise ValueError(f"text.layer_decay must be in (0, 1], got {self.layer_decay}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"text.precision must be one of {PRECISIONS}, got {self.precision!r}")
 
     def cache_key(self) -> str:
-        return f"{self.encoder}|{self.pooling}|s{int(self.segments)}"
+        """What a frozen reading depends on: the encoder's weights (:func:`encoder_identity`, not its
+        name), how its output is pooled (``mode`` and the fine-tuning settings change nothing frozen)
+        and the arithmetic it ran in. fp32 adds nothing to the key, so the fp32 readings cached before
+        ``text.precision`` existed stay valid."""
+        settings = {
+            "encoder": encoder_identity(self.encoder),
+            "pooling": self.pooling,
+            "segments": self.segments,
+        }
+        if self.precision != "fp32":
+            settings["precision"] = self.precision
+        return json.dumps(settings, sort_keys=True)
 
 
 def load_transformer(encoder: str) -> nn.Module:
@@ -82,6 +106,22 @@ def transformer_config(encoder: str) -> Any:
         "the Hugging Face config",
         field="text.encoder",
     )
+
+
+def transformer_shapes(encoder: str) -> dict[str, tuple[int, ...]]:
+    """The shape of every weight of ``encoder``'s transformer, from its config alone: built on the meta
+    device, it takes no memory and reads no weights. Memoized per version of the encoder's files."""
+    return _transformer_shapes(encoder, encoder_identity(encoder))
+
+
+@functools.lru_cache(maxsize=4)
+def _transformer_shapes(encoder: str, identity: str) -> dict[str, tuple[int, ...]]:
+    from transformers import AutoModel
+
+    config = transformer_config(encoder)
+    with torch.device("meta"):
+        model = AutoModel.from_config(config)
+    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
 
 
 def special_tokens(tokenizer: object) -> SpecialTokens:

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import warnings
 from collections.abc import Callable
@@ -26,9 +27,16 @@ import torch
 from torch import nn
 
 from ..config import ConfigError, TextSection, parse_section
-from ..data.text_encoder import TextEncoderError, load_tokenizer
+from ..data.text_encoder import TextEncoderError, load_tokenizer, resolved_encoder_name
 from ..data.types import Dataset, Dialogue
-from .frontend import FrontEndSpec, TextFrontEnd, load_transformer, special_tokens, transformer_config
+from .frontend import (
+    FrontEndSpec,
+    TextFrontEnd,
+    load_transformer,
+    special_tokens,
+    transformer_config,
+    transformer_shapes,
+)
 from .prepare import (
     attach_dialogue_windows,
     attach_windows,
@@ -48,8 +56,22 @@ FRONT_END_KEY = "text_front_end"
 
 def text_settings(config: dict) -> TextSection:
     """The resolved config's ``text`` section, typed (:class:`infofusion.config.TextSection` owns its
-    keys, types and defaults)."""
-    return parse_section(TextSection, config.get("text"), "text")
+    keys, types and defaults), its encoder folder named by an absolute path
+    (:func:`~infofusion.data.text_encoder.resolved_encoder_name`)."""
+    text = parse_section(TextSection, config.get("text"), "text")
+    return dataclasses.replace(text, encoder=resolved_encoder_name(text.encoder))
+
+
+def resolve_encoder_paths(config: dict) -> dict:
+    """``config`` with ``data.encoder`` and ``text.encoder`` made absolute where they name a model folder
+    by a relative path: what a run records then names the folder it read, and ``predict`` from another
+    working directory reads the same one."""
+    resolved = dict(config)
+    for section in ("data", "text"):
+        if isinstance(config.get(section), dict) and isinstance(config[section].get("encoder"), str):
+            encoder = resolved_encoder_name(config[section]["encoder"])
+            resolved[section] = {**config[section], "encoder": encoder}
+    return resolved
 
 
 def window_spec(text: TextSection) -> WindowSpec:
@@ -60,7 +82,13 @@ def front_end_spec(text: TextSection) -> FrontEndSpec:
     # An adapted transformer reads like a frozen one: its weights no longer change.
     mode = "frozen" if text.mode in ("sentence", "adapted") else text.mode
     return FrontEndSpec(
-        text.encoder, mode, text.pooling, text.segments, text.finetune_layers, text.layer_decay
+        text.encoder,
+        mode,
+        text.pooling,
+        text.segments,
+        text.finetune_layers,
+        text.layer_decay,
+        text.precision,
     )
 
 
@@ -79,14 +107,33 @@ class AdaptedEncoder:
     train_fold: tuple[int, ...] = ()
 
 
+def adapted_state_problem(encoder: str, state: object) -> str | None:
+    """Why ``state`` cannot be adapted weights of ``encoder``'s transformer (named finite tensors, each
+    of the shape of the encoder's own weight of that name), or None when it can."""
+    if not isinstance(state, dict) or not state:
+        return "it holds no named weights"
+    try:
+        shapes = transformer_shapes(encoder)
+    except Exception as error:  # a config transformers cannot build: the weights cannot be checked
+        return f"the shapes of {encoder}'s weights are unknown ({type(error).__name__}: {error})"
+    for name, tensor in state.items():
+        if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
+            return "it holds something other than named tensors"
+        if name not in shapes:
+            return f"{encoder} has no parameter {name!r}"
+        if tuple(tensor.shape) != shapes[name]:
+            return f"{name!r} is {tuple(tensor.shape)} where {encoder}'s is {shapes[name]}"
+        if not tensor.is_floating_point() or not torch.isfinite(tensor).all():
+            return f"{name!r} is not a finite floating-point tensor"
+    return None
+
+
 def adapted_transformer(encoder: str, state: dict[str, torch.Tensor]) -> nn.Module:
     """``encoder``'s transformer with the adapted weights ``state`` loaded over its own."""
+    problem = adapted_state_problem(encoder, state)
+    if problem:
+        raise TextEncoderError(f"the adapted weights do not fit {encoder}: {problem}", field="text.encoder")
     transformer = load_transformer(encoder)
-    missing = sorted(set(state) - set(transformer.state_dict()))
-    if missing:
-        raise TextEncoderError(
-            f"the adapted weights do not fit {encoder} (no parameter {missing[0]!r})", field="text.encoder"
-        )
     transformer.load_state_dict(state, strict=False)
     return transformer
 
@@ -225,8 +272,12 @@ class WindowReader:
         attach_dialogue_windows(
             dialogues, self.tokenize, self.special, window_spec(self.text), source=source, missing_text=""
         )
-        if self.model_reads_windows:
-            return
+        if not self.model_reads_windows:
+            self.read_windows(dialogues)
+
+    def read_windows(self, dialogues: list[Dialogue]) -> None:
+        """The frozen ``text`` vectors of windows already attached (:meth:`fill`), in place; the windows
+        are dropped. A seed ensemble reads one set of windows with each member's own adapted encoders."""
         utterances = [u for d in dialogues for u in d.utterances]
         windows = [u.window for u in utterances]
         with self._lock:  # the transformers load once, on first use, whatever the number of threads

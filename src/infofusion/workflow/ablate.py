@@ -22,7 +22,7 @@ from ..command_config import config_from_options
 from ..config import ConfigError, parse_override
 from ..models import model_params
 from ..progress import StepProgress
-from ..runs import RunDir
+from ..runs import RunDir, atomic_write_text
 from ..trainer import train
 from . import comparable_hash, load_named_yaml, parse_seeds, safe_folder_name, setting_kind
 from .report import markdown_table, mean_and_spread, metric_columns, summarise_seeds, write_csv
@@ -156,9 +156,9 @@ def command_ablate(args: argparse.Namespace) -> int:
     header, rows, csv_header, csv_rows = ablation_table(settings, summaries, per_seed_runs)
     title = f"Ablation of {args.model} on {args.data or 'synthetic'} ({source}, seeds {seeds})"
     table = markdown_table(header, rows)
-    (output / "ablation.md").write_text(
+    atomic_write_text(
+        output / "ablation.md",
         f"# {title}\n\nmean ± std (population) over seeds; selection on validation.\n\n{table}",
-        encoding="utf-8",
     )
     write_csv(output / "ablation.csv", csv_header, csv_rows)
     summary = {
@@ -168,6 +168,6 @@ def command_ablate(args: argparse.Namespace) -> int:
             s.name: {"overrides": s.overrides, **sm} for s, sm in zip(settings, summaries, strict=True)
         },
     }
-    (output / "ablation.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    atomic_write_text(output / "ablation.json", json.dumps(summary, indent=2))
     print(f"\n{title}\n\n{table}", end="")
     return 0

@@ -1,4 +1,5 @@
-"""The workflow subcommands of ``infofusion``: ``ablate``, ``sweep``, ``report`` and ``plot``.
+"""The workflow subcommands of ``infofusion``: ``ablate``, ``sweep``, ``cross-validate``, ``report`` and
+``plot``.
 
 The main CLI calls :func:`add_workflow_parsers` with its subparsers object; every leaf command sets
 ``handler`` (a function of the parsed arguments returning an exit code). Heavy imports (torch, Optuna,
@@ -27,7 +28,14 @@ def _experiment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="registered model name")
     parser.add_argument("--data", default=None, help="synthetic (default) | FILE.pkl | DIR of dialogue CSVs")
     parser.add_argument("--output", required=True, help="experiment folder (rerun it to resume)")
-    parser.add_argument("--epochs", type=_at_least_one, default=None, help="epochs of every run")
+    parser.add_argument(
+        "--epochs", type=_at_least_one, default=None, help="epochs of every run (default: the config's)"
+    )
+    parser.add_argument(
+        "--recipe",
+        default=None,
+        help="a corpus's measured settings (configs/recipes/CORPUS/MODEL.yaml) (default: none)",
+    )
     parser.add_argument("--config", default=None, help="YAML merged over the model's defaults for every run")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="for every run"
@@ -55,6 +63,21 @@ def command_sweep(args: argparse.Namespace) -> int:
     return run_optuna_sweep(sweep, source, args)
 
 
+def command_cross_validate(args: argparse.Namespace) -> int:
+    from .cross_validate import command_cross_validate as run
+
+    return run(args)
+
+
+CROSS_VALIDATE_EXAMPLES = """\
+examples:
+  infofusion cross-validate --model mmmie --recipe iemocap --data IEMOCAP_features.pkl --output cv/mmmie
+  infofusion cross-validate --model mmim --recipe meld --data meld_csvs/ --folds 5 --output cv/mmim_meld
+  infofusion cross-validate --model mmim --recipe mosi --data mosi.pkl --output cv/mmim_lr --set train.lr=5e-4
+  infofusion cross-validate --model late_fusion --folds 3 --epochs 5 --output cv/demo     synthetic data
+"""
+
+
 def command_report(args: argparse.Namespace) -> int:
     from .report import command_report as run
 
@@ -68,6 +91,23 @@ def command_plot(args: argparse.Namespace) -> int:
     png = plot(Path(args.run_dir), args.kind, args.data, args.split, output, args.style)
     print(png)  # the SVG and PDF are beside it
     print(f"(also {png.with_suffix('.svg').name} and {png.with_suffix('.pdf').name})", file=sys.stderr)
+    return 0
+
+
+def command_demo(args: argparse.Namespace) -> int:
+    """Train the seed models beside a baseline on the embedded synthetic data; tables and figures."""
+    from .demo import run_demo
+
+    result = run_demo(Path(args.output), args.epochs)
+    print("\nResults on the synthetic data (validation selects the best epoch; test is scored once):\n")
+    print(result.results_table())
+    print("Mutual information between modalities: the truth the generator knows, and MMMIE's estimate.")
+    print("Estimates on learned representations stay at or below the truth (data processing).\n")
+    print(result.mi_table())
+    print(f"Runs (config, checkpoints, history, metrics) in {result.output}/<model>/")
+    print("Figures (PNG; the same as SVG and PDF beside each):")
+    for path in result.figures:
+        print(f"  {path}")
     return 0
 
 
@@ -98,7 +138,9 @@ def add_workflow_parsers(commands: argparse._SubParsersAction) -> None:
         "--space", default=None, help="search space YAML, or a packaged name (default: the model's)"
     )
     sweep.add_argument("--trials", type=_at_least_one, required=True, help="total trials wanted in the study")
-    sweep.add_argument("--seed", type=int, default=None, help="training seed of every trial")
+    sweep.add_argument(
+        "--seed", type=int, default=None, help="training seed of every trial (default: the config's)"
+    )
     sweep.add_argument("--sampler-seed", type=int, default=0, help="seed of the TPE sampler")
     sweep.add_argument("--prune-startup", type=int, default=3, help="trials before pruning starts")
     sweep.add_argument(
@@ -111,17 +153,50 @@ def add_workflow_parsers(commands: argparse._SubParsersAction) -> None:
         default="optuna",
         help="optuna: trials in this process, study in OUTPUT/study.db; ray: Ray Tune's Optuna search",
     )
-    sweep.add_argument("--ray-address", default=None, help="join a Ray cluster (auto, ray://HOST:PORT)")
+    sweep.add_argument(
+        "--ray-address",
+        default=None,
+        help="join a Ray cluster: auto, ray://HOST:PORT (default: start a local one)",
+    )
     sweep.add_argument("--ray-cpus", type=_at_least_one, default=2, help="CPUs of a local Ray instance")
     sweep.set_defaults(handler=command_sweep)
 
+    cross_validate = commands.add_parser(
+        "cross-validate",
+        help="score a setting on K grouped folds of the training dialogues; the dev split once at the end",
+        description="Fold k trains on the other folds' dialogues (its epoch chosen on an inner part of\n"
+        "them) and scores fold k once; then OUTPUT/final trains as `infofusion train` does and scores the\n"
+        "dev split once. Runs: OUTPUT/fold_<k>, OUTPUT/final; summary: OUTPUT/cv.json; a rerun resumes.",
+        epilog=CROSS_VALIDATE_EXAMPLES,
+    )
+    _experiment_arguments(cross_validate)
+    cross_validate.add_argument(
+        "--folds",
+        type=_at_least_one,
+        default=None,
+        help="K, at least 2 (default: 5 by dialogue; one fold per session by session, 4 on IEMOCAP)",
+    )
+    cross_validate.add_argument(
+        "--groups",
+        choices=("auto", "dialogue", "session"),
+        default="auto",
+        help="what a fold never splits: each dialogue (MELD, MOSI's videos) or each IEMOCAP session "
+        "(the SesNN of Ses01F_impro01); auto: session when every training dialogue id has one",
+    )
+    cross_validate.add_argument(
+        "--seed", type=int, default=None, help="training seed of every run (default: the config's)"
+    )
+    cross_validate.set_defaults(handler=command_cross_validate)
+
     report = commands.add_parser("report", help="one table (markdown and CSV) of every run under a folder")
-    report.add_argument("runs_dir")
+    report.add_argument("runs_dir", help="folder searched for run folders, at any depth")
     report.set_defaults(handler=command_report)
 
     plot = commands.add_parser("plot", help=f"figures of a run (PNG, SVG, PDF): {', '.join(PLOT_KINDS)}")
-    plot.add_argument("run_dir")
-    plot.add_argument("kind", nargs="?", default="curves", choices=PLOT_KINDS)
+    plot.add_argument("run_dir", help="run folder written by `infofusion train`")
+    plot.add_argument(
+        "kind", nargs="?", default="curves", choices=PLOT_KINDS, help="the figure (default: %(default)s)"
+    )
     plot.add_argument("--data", default=None, help="other data for tsne (default: the run's)")
     plot.add_argument(
         "--split", default=None, help="confusion/tsne split (default: test if present, else valid)"
@@ -136,3 +211,8 @@ def add_workflow_parsers(commands: argparse._SubParsersAction) -> None:
         help="paper: a 3.4 in column per panel (7 in at most), 8 pt text, 300 dpi",
     )
     plot.set_defaults(handler=command_plot)
+
+    demo = commands.add_parser("demo", help="MMIM, MMMIE and MInD beside a baseline on synthetic data")
+    demo.add_argument("--output", default="runs/demo", help="folder of the runs, tables and figures")
+    demo.add_argument("--epochs", type=int, default=15, help="epochs of each model")
+    demo.set_defaults(handler=command_demo)

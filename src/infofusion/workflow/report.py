@@ -9,6 +9,7 @@ and CSV.
 from __future__ import annotations
 
 import csv
+import io
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 from ..config import ConfigError, config_hash
 from ..data.types import DataError
 from ..metrics import scalar_metrics
-from ..runs import RunDir
+from ..runs import RunDir, atomic_write_text
 
 # The columns the papers report: MELD/IEMOCAP (accuracy, weighted F1) and MOSI/MOSEI (MMSA's set).
 CLASSIFICATION_METRICS = ("acc", "weighted_f1")
@@ -100,27 +101,23 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
+    """The table as CSV, written by the one atomic writer (a planted link is replaced, never followed)."""
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write_text(path, text.getvalue())
 
 
-def rerun_command(run_dir: Path, model: str) -> str:
-    """The one line that trains the run again from its saved config (seed and data included)."""
+def rerun_command(run_dir: Path, model: str, ensemble: list[tuple[str, int | None]] | None = None) -> str:
+    """The one line that trains the run again from its saved config (seed and data included); a seed
+    ensemble's: its members again from the first one's config, with their seeds."""
     new_dir = run_dir.parent / f"{run_dir.name}_rerun"
-    return shlex.join(
-        [
-            "infofusion",
-            "train",
-            "--model",
-            model,
-            "--config",
-            str(RunDir(run_dir).config_path),
-            "--output",
-            str(new_dir),
-        ]
-    )
+    config = RunDir(run_dir / ensemble[0][0] if ensemble else run_dir).config_path
+    command = ["infofusion", "train", "--model", model, "--config", str(config), "--output", str(new_dir)]
+    if ensemble:
+        command += ["--seeds", ",".join(str(seed) for _, seed in ensemble), "--ensemble"]
+    return shlex.join(command)
 
 
 @dataclass
@@ -135,16 +132,39 @@ class RunRecord:
     best_epoch: int | None
     metrics: dict
     train_seconds: float | None = None  # the epochs' wall time from history.jsonl
+    ensemble: list[tuple[str, int | None]] | None = None  # a seed ensemble's members (folder, seed)
+
+    @property
+    def seed_label(self) -> str:
+        """The seed, or a seed ensemble's seeds joined by ``+``: one row of its own, not one of its seeds."""
+        if self.ensemble is not None:
+            return "+".join("?" if seed is None else str(seed) for _, seed in self.ensemble)
+        return "?" if self.seed is None else str(self.seed)
 
     @classmethod
     def read(cls, run_dir: Path) -> RunRecord:
         run = RunDir(run_dir)
+        if run.is_ensemble():
+            # Its members' model, data and settings; grouped apart from them (the model reads "ensemble").
+            entries = run.ensemble_entries()
+            first = cls.read(run_dir / entries[0][0])
+            return cls(
+                path=run_dir,
+                model=first.model,
+                data=first.data,
+                settings_hash=f"{first.settings_hash} ensemble",
+                seed=None,
+                best_epoch=None,
+                metrics=run.metrics() or {},
+                ensemble=entries,
+            )
         metrics = run.metrics() or {}
         config = run.config() if run.is_run() else {}
         info = run.run_info()
         train_seconds = None
         if run.history_path.exists():
-            train_seconds = sum(float(record.get("seconds", 0.0)) for record in run.history())
+            # Streamed: a history of any length costs one line's memory; each line's seconds is checked.
+            train_seconds = sum(record["seconds"] for record in run.iter_history())
         return cls(
             path=run_dir,
             model=str(config.get("model_name") or info.get("model") or "?"),
@@ -187,7 +207,7 @@ def build_summary(records: list[RunRecord]) -> tuple[list[str], list[list[str]]]
             stats = summary["splits"].get(split, {}).get(name)
             cells.append("" if stats is None else mean_and_spread(stats, len(members)))
         seconds = [r.train_seconds for r in members if r.train_seconds is not None]
-        seeds = ",".join(sorted(("?" if r.seed is None else str(r.seed)) for r in members))
+        seeds = ",".join(sorted(r.seed_label for r in members))
         mean_seconds = f"{sum(seconds) / len(seconds):.0f}" if seconds else ""
         rows.append([model, data, settings_hash, seeds, *cells, mean_seconds])
     return header, rows
@@ -207,10 +227,10 @@ def build_report(root: Path, records: list[RunRecord] | None = None) -> tuple[li
                 record.model,
                 record.data,
                 record.settings_hash,
-                "" if record.seed is None else str(record.seed),
+                "" if record.seed is None and record.ensemble is None else record.seed_label,
                 "" if record.best_epoch is None else str(record.best_epoch),
                 *("" if value is None else f"{value:.4f}" for value in values),
-                rerun_command(record.path, record.model),
+                rerun_command(record.path, record.model, record.ensemble),
             ]
         )
     return header, rows
@@ -222,10 +242,10 @@ def command_report(runs_dir: Path) -> int:
     header, rows = build_report(runs_dir, records)
     summary_table = markdown_table(summary_header, summary_rows)
     table = markdown_table(header, rows)
-    (runs_dir / "report.md").write_text(
+    atomic_write_text(
+        runs_dir / "report.md",
         f"# Runs under {runs_dir}\n\n## Mean ± std (population) over seeds\n\n{summary_table}\n"
         f"## Every run\n\n{table}",
-        encoding="utf-8",
     )
     write_csv(runs_dir / "report.csv", header, rows)
     write_csv(runs_dir / "summary.csv", summary_header, summary_rows)

@@ -34,12 +34,15 @@ from ..data.types import Dataset
 from ..metrics import LOWER_IS_BETTER, default_selection_metric
 from ..models import model_params
 from ..progress import StepProgress
+from ..runs import RunFolderError, atomic_write_text
 from ..trainer import Trainer, load_data_for_config
 from ..trees import deep_merge
 from . import comparable_hash, load_named_yaml, setting_kind
 from .report import markdown_table
 
 STUDY_NAME = "infofusion-sweep"
+STUDY_FILE = "study.db"
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 SPACE_TYPES = ("loguniform", "uniform", "int", "categorical")
 # Keys a sweep must not search: they change what a trial value means, not how good a model is.
 UNSEARCHABLE_KEYS = ("train.select_metric", "seed", "model_name", "data.spec")
@@ -201,21 +204,50 @@ class Sweep:
         return {"base_config": comparable_hash(self.base), "space": self.space, "metric": self.metric}
 
 
+def check_study_file(path: Path) -> None:
+    """Refuse a ``study.db`` that SQLite would misuse: a symbolic link (SQLite writes through it, to a
+    file outside the sweep folder) or a file that is not an SQLite database (optuna's traceback)."""
+    if path.is_symlink():
+        raise RunFolderError(
+            f"{path} is a symbolic link: a sweep keeps its study in a file of its own (remove the link or "
+            "use another --output)"
+        )
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise RunFolderError(f"{path} is not a file: use another --output")
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except OSError as error:
+        raise RunFolderError(f"{path} cannot be read: {error.strerror}") from None
+    if header and header != SQLITE_HEADER:  # an empty file is a new database to SQLite
+        raise RunFolderError(f"{path} is not an SQLite database (a sweep's study): use another --output")
+
+
 def open_study(sweep: Sweep, sampler_seed: int, pruner):
     import optuna
+    from sqlalchemy.exc import SQLAlchemyError
 
-    storage = f"sqlite:///{(sweep.output / 'study.db').resolve()}"
-    # A seed offset by the trials already stored: a resumed sampler must not replay the first suggestions.
-    existing = optuna.get_all_study_summaries(storage) if (sweep.output / "study.db").exists() else []
-    stored_trials = sum(s.n_trials for s in existing if s.study_name == STUDY_NAME)
-    study = optuna.create_study(
-        study_name=STUDY_NAME,
-        storage=storage,
-        load_if_exists=True,
-        direction=sweep.direction,
-        sampler=optuna.samplers.TPESampler(seed=sampler_seed + stored_trials),
-        pruner=pruner,
-    )
+    path = sweep.output / STUDY_FILE
+    check_study_file(path)
+    storage = f"sqlite:///{path.resolve()}"
+    try:
+        # A seed offset by the trials already stored: a resumed sampler must not replay the first
+        # suggestions.
+        existing = optuna.get_all_study_summaries(storage) if path.exists() else []
+        stored_trials = sum(s.n_trials for s in existing if s.study_name == STUDY_NAME)
+        study = optuna.create_study(
+            study_name=STUDY_NAME,
+            storage=storage,
+            load_if_exists=True,
+            direction=sweep.direction,
+            sampler=optuna.samplers.TPESampler(seed=sampler_seed + stored_trials),
+            pruner=pruner,
+        )
+    except SQLAlchemyError as error:  # an SQLite header over damaged pages, or another program's tables
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0][:200]
+        raise RunFolderError(f"{path} is not a readable sweep study: {reason}") from None
     signature = json.loads(json.dumps(sweep.signature()))
     stored = study.user_attrs.get("signature")
     if stored is None:
@@ -304,7 +336,7 @@ def write_best(sweep: Sweep, source: str, best: dict, trials: list[dict]) -> Non
     """``best.yaml`` (the full config of the best trial) and ``sweep.json``, for either backend."""
     best_config = trial_config(sweep.base, best["params"])
     output = sweep.output
-    (output / "best.yaml").write_text(yaml.safe_dump(best_config, sort_keys=False), encoding="utf-8")
+    atomic_write_text(output / "best.yaml", yaml.safe_dump(best_config, sort_keys=False))
     summary = {
         "metric": sweep.metric,
         "direction": sweep.direction,
@@ -312,7 +344,7 @@ def write_best(sweep: Sweep, source: str, best: dict, trials: list[dict]) -> Non
         "best": best,
         "trials": trials,
     }
-    (output / "sweep.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    atomic_write_text(output / "sweep.json", json.dumps(summary, indent=2, default=str))
     print(f"best trial {best['trial']}: valid {sweep.metric} {best['value']:.4f} with {best['params']}")
     model = sweep.base["model_name"]
     print(f"train it: infofusion train --model {model} --config {output / 'best.yaml'} --output NEWDIR")
