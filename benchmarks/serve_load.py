@@ -109,7 +109,7 @@ def train_small(model: str, folder: Path, threads: int) -> Path:
         "data.dialogues={train: 40, valid: 10, test: 30}",
     ]
     config = resolve_config(model, None, settings)
-    Trainer(config, folder, echo=lambda _: None).fit()
+    Trainer.from_config(config, folder, echo=lambda _: None).fit()
     return folder
 
 

@@ -29,7 +29,7 @@ def main(output: str, model: str) -> None:
             }
         },
     )
-    trainer = Trainer(config, output)
+    trainer = Trainer.from_config(config, output)
     seen: list[str] = []
     for epoch in range(2):
         trainer.loaders["train"].set_epoch(epoch)

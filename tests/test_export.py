@@ -112,7 +112,7 @@ def test_a_model_with_a_text_front_end_is_refused_clearly(tmp_path, capsys):
         "train.threads=1",
     ]
     run = tmp_path / "mmim"
-    Trainer(resolve_config("mmim", None, settings), run, echo=lambda _: None).fit()
+    Trainer.from_config(resolve_config("mmim", None, settings), run, echo=lambda _: None).fit()
     with pytest.raises(ExportError, match="text front end"):
         export_onnx(run)
     assert main(["export", str(run), "--format", "onnx"]) == 2

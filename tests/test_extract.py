@@ -193,7 +193,7 @@ def test_pickle_loads_and_trains_one_epoch(corpus, tmp_path):
     config = resolve_config(
         "late_fusion", None, ["train.threads=1", "train.batch_size=4", "train.epochs=1", f"data.spec={path}"]
     )
-    metrics = Trainer(config, tmp_path / "run", echo=lambda _: None).fit()
+    metrics = Trainer.from_config(config, tmp_path / "run", echo=lambda _: None).fit()
     assert "valid" in metrics and "test" in metrics
 
 
@@ -517,7 +517,9 @@ def test_predicting_a_manifest_marks_missing_media_and_placeholders(tmp_path):
         extract_dialogues(write_csv(tmp_path / "train.csv", rows, COLUMNS), options), tmp_path / "f.pkl"
     )
     settings = ["train.threads=1", "train.epochs=1", "train.modality_dropout=0.3", f"data.spec={path}"]
-    Trainer(resolve_config("late_fusion", None, settings), tmp_path / "run", echo=lambda _: None).fit()
+    Trainer.from_config(
+        resolve_config("late_fusion", None, settings), tmp_path / "run", echo=lambda _: None
+    ).fit()
 
     new = [row("n1", "u0", "A", "sentence one", "a0.wav"), row("n1", "u1", "B", "sentence two", "gone.wav")]
     predictor = Predictor.from_run(tmp_path / "run")

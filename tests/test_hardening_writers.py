@@ -196,3 +196,23 @@ def test_no_module_writes_a_file_but_through_the_atomic_writer():
             if not any(path.name == name and piece in line for name, piece in ALLOWED_WRITERS):
                 found.append(f"{path.relative_to(SOURCE)}: {line.strip()}")
     assert found == [], "files written outside runs.atomic_write_bytes:\n" + "\n".join(found)
+
+
+def test_cross_validate_and_an_ensemble_write_through_no_link(tmp_path, capsys):
+    planted = Planted(tmp_path / "outside")
+    output = tmp_path / "cv"
+    # What a rerun reads to resume (the plan, a finished run's files) is planted pointing nowhere.
+    planted.at(output, "folds.json", dangling=True)
+    planted.at(output, "cv.json", "cv.md")
+    for fold in ("fold_1", "fold_2", "final"):
+        planted.at(output / fold, "metrics.json", "cv_run.json", dangling=True)
+    arguments = ["cross-validate", "--model", "late_fusion", "--folds", "2", "--epochs", "1"]
+    assert main([*arguments, "--output", str(output), *SMALL]) == 0
+    planted.check()
+    ensemble = tmp_path / "ensemble"
+    planted.at(ensemble, "ensemble.json", "metrics.json", dangling=True)
+    planted.at(ensemble, "summary.json", "summary.md")
+    arguments = ["train", "--model", "late_fusion", "--epochs", "1", "--seeds", "1,2", "--ensemble"]
+    assert main([*arguments, "--output", str(ensemble), *SMALL]) == 0
+    capsys.readouterr()
+    planted.check()

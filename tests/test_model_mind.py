@@ -276,7 +276,7 @@ def test_tsne_png_from_a_model(tmp_path):
 
 def test_plot_tsne_from_a_run_folder(tmp_path):
     run_config = config("train.epochs=1", "data.dialogues={train: 6, valid: 3, test: 3}")
-    Trainer(run_config, tmp_path / "run", echo=lambda _: None).fit()
+    Trainer.from_config(run_config, tmp_path / "run", echo=lambda _: None).fit()
     written = plot_codes(tmp_path / "run", None, "test", tmp_path / "figure" / "tsne.png")
     assert written == tmp_path / "figure" / "tsne.png"
     assert_real_png(written)

@@ -136,7 +136,9 @@ def test_the_trainer_checks_parameters_before_it_loads_data(tmp_path, monkeypatc
 
     monkeypatch.setattr(trainer, "load_data_for_config", no_data)
     with pytest.raises(ConfigError, match="mmmie.alpah"):
-        trainer.Trainer(resolve_config("mmmie", None, ["mmmie.alpah=0.2"]), tmp_path, echo=lambda _: None)
+        trainer.Trainer.from_config(
+            resolve_config("mmmie", None, ["mmmie.alpah=0.2"]), tmp_path, echo=lambda _: None
+        )
 
 
 def test_the_cli_exits_2_with_one_line(tmp_path, capsys):

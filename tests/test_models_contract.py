@@ -62,9 +62,11 @@ def trained_runs(tmp_path_factory):
             folder = tmp_path_factory.mktemp(name)
             config = small_config(name, "train.epochs=2", "train.patience=5")
             with pytest.raises(Interrupted):
-                Trainer(config, folder, callbacks=[stop_after_first_epoch], echo=lambda _: None).fit()
+                Trainer.from_config(
+                    config, folder, callbacks=[stop_after_first_epoch], echo=lambda _: None
+                ).fit()
             assert RunDir(folder).metrics() is None  # not finished
-            Trainer(config, folder, echo=lambda _: None).fit(resume=True)
+            Trainer.from_config(config, folder, echo=lambda _: None).fit(resume=True)
             runs[name] = RunDir(folder)
         return runs[name]
 
@@ -92,7 +94,7 @@ def test_forward_and_backward(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_one_training_step_changes_every_stage(name, tmp_path):
     config = small_config(name, "train.epochs=1")
-    trainer = Trainer(config, tmp_path, echo=lambda _: None)
+    trainer = Trainer.from_config(config, tmp_path, echo=lambda _: None)
     groups = {stage.name: stage.parameters for stage in trainer.stages}
     groups["main"] = [p for group in trainer.optimizer.param_groups for p in group["params"]]
     before = {name: [p.detach().clone() for p in params] for name, params in groups.items()}

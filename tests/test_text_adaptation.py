@@ -49,7 +49,7 @@ def config_for(model: str, data, encoder: str, cache, *overrides: str) -> dict:
 
 
 def train(config: dict, output, lines: list[str]) -> Trainer:
-    trainer = Trainer(config, output, echo=lines.append)
+    trainer = Trainer.from_config(config, output, echo=lines.append)
     trainer.fit()
     return trainer
 
@@ -130,7 +130,7 @@ def test_adapted_text_with_a_learned_identity_in_the_transformer_is_refused(
 def test_the_text_classifier_needs_text(tmp_path):
     config = resolve_config("text_classifier", None, ["data.spec=synthetic", "data.modalities=audio,visual"])
     with pytest.raises(ConfigError, match="text_classifier reads the text modality"):
-        Trainer(config, tmp_path / "run", echo=lambda _: None)
+        Trainer.from_config(config, tmp_path / "run", echo=lambda _: None)
 
 
 def test_preparing_adapted_text_without_a_trainer_is_a_config_error(dialogue_csvs, tiny_encoder):
@@ -283,3 +283,23 @@ def test_evaluating_an_adapted_run_reads_its_own_encoders_and_trains_nothing(
     RunDir(tmp_path / "run").text_encoder_path.unlink()
     assert cli.main(["evaluate", str(tmp_path / "run"), "--data", str(other)]) == 2
     assert "text_encoder.pt: missing" in capsys.readouterr().err
+
+
+def test_text_prepare_is_the_text_step_on_its_own_and_training_then_only_reads(
+    tmp_path, dialogue_csvs, tiny_encoder, capsys
+):
+    from infofusion import cli
+
+    cache = tmp_path / "cache"
+    options = ["--model", "late_fusion", "--data", str(dialogue_csvs), "--set", f"data.cache_dir={cache}"]
+    options += ["--set", f"text.encoder={tiny_encoder}", *(arg for s in ADAPTED for arg in ("--set", s))]
+    assert cli.main(["text", "prepare", *options]) == 0
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[0].startswith("late_fusion with the defaults (no recipe) | text: ")
+    assert "text vectors of 50 utterances ready" in printed and "adaptation " in printed
+    (adaptation,) = (cache / "text-adapted").iterdir()
+    # The training with the same options reads the adaptation: no classifier trains again.
+    train_options = [*options, "--set", "train.epochs=1", "--output", str(tmp_path / "run")]
+    assert cli.main(["train", *train_options]) == 0
+    assert "adapting " not in capsys.readouterr().out
+    assert list((cache / "text-adapted").iterdir()) == [adaptation]

@@ -111,7 +111,7 @@ def test_the_predictor_reads_new_dialogues_as_training_did(
     from infofusion.inference import Predictor
 
     config = text_config(model, dialogue_csvs, tiny_encoder, tmp_path / "cache", *overrides)
-    trainer = Trainer(config, tmp_path / "run", echo=lambda _: None)
+    trainer = Trainer.from_config(config, tmp_path / "run", echo=lambda _: None)
     trainer.fit()
     expected = trainer.predict("valid")["probabilities"]
     # the predictor gets raw transcripts and speakers only, as a user's input would be

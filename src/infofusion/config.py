@@ -514,11 +514,6 @@ def train_settings(config: dict) -> TrainSection:
     return _typed(TrainSection, config["train"])
 
 
-def data_settings(config: dict) -> DataSection:
-    """The resolved config's ``data`` section, typed (loader pass-through options left out)."""
-    return _typed(DataSection, config["data"])
-
-
 def _typed(section_class: type, values: dict) -> Any:
     names = {f.name for f in fields(section_class)}
     return section_class(**{k: v for k, v in values.items() if k in names})

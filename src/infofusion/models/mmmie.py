@@ -53,7 +53,7 @@ ENCODER_KINDS = get_args(EncoderKind)
 
 @dataclass
 class MMMIEParams(ModelParams):
-    dropout: Fraction = 0.5  # on dialogue data; MOSI's small_data settings keep 0.3 (configs/mmmie.yaml)
+    dropout: Fraction = 0.5  # on dialogue data; the mosi recipe keeps 0.3 (configs/recipes/mosi/mmmie.yaml)
     alpha: Weight = 0.3  # weight of L_MI = -Σ MINE(f_a; f_b) over modality pairs (eq. 18)
     beta: Weight = 2.0e-4  # weight of L_MSI = Σ CLUB(h_m; f_m) over modalities (eq. 18)
     # Table 5 switches: false = the component is not built, not computed and not logged.
