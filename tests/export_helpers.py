@@ -4,6 +4,7 @@ that its ONNX graph gives the Predictor's outputs."""
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +17,21 @@ from infofusion.data.batching import collate
 from infofusion.data.types import Dialogue
 from infofusion.inference import Predictor
 from infofusion.inference.onnx import batch_inputs, export_onnx
-from infofusion.models import DataInfo, build_model
+from infofusion.models import MODELS, DataInfo, build_model
 
-TINY = ["data.dialogues={train: 6, valid: 2, test: 6}", "model.hidden=16"]
+TINY = ["data.dialogues={train: 6, valid: 2, test: 6}"]
+
+
+def narrow(model: str) -> list[str]:
+    """``model.hidden=16`` for a model with a shared width (LMF, MulT and the text classifier size
+    themselves)."""
+    return ["model.hidden=16"] if "hidden" in {f.name for f in fields(MODELS[model].params_type)} else []
 
 
 def make_run(path: Path, model: str, *overrides: str) -> tuple[Path, list[Dialogue]]:
     """A run folder as the trainer leaves it (config.yaml, best.pt), with untrained weights: parity
     between two runtimes does not need a trained model. Returns it and the test dialogues."""
-    config = resolve_config(model, None, [*TINY, *overrides])
+    config = resolve_config(model, None, [*TINY, *narrow(model), *overrides])
     dataset = load_dataset("synthetic", config["data"])
     info = DataInfo.from_dataset(dataset)
     if config["data"].get("standardize"):

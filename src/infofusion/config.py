@@ -321,7 +321,7 @@ BASE_DEFAULTS: dict[str, Any] = {
     "data": section_defaults(DataSection),
     "train": section_defaults(TrainSection),
     "text": section_defaults(TextSection),
-    "model": {"hidden": 128, "dropout": 0.3},
+    "model": {},  # each model's parameter class holds its defaults (models/base.py)
 }
 TOP_LEVEL_SETTINGS = ("seed", "model_name", "recipe")
 

@@ -60,7 +60,7 @@ from .atomic import RunFolderError, atomic_write_bytes, atomic_write_text
 from .bounded_yaml import read_at_most
 from .config import MAX_ENSEMBLE, ConfigError, load_yaml, resolve_config
 from .errors import TrainingNote
-from .models import DataInfo, InfoFusionModel, build_model
+from .models import MODELS, DataInfo, InfoFusionModel, build_model
 from .trees import flat_items
 
 CONFIG = "config.yaml"
@@ -92,6 +92,12 @@ RESUME_SAFE_KEYS = frozenset({"train.epochs", "train.patience", "train.threads",
 LEGACY_SIZED_SECTIONS = ("small_data", "long_dialogues")
 
 
+def _reads_hidden(model_name: Any) -> bool:
+    if not isinstance(model_name, str) or model_name not in MODELS:
+        return True  # an unknown model is refused where it is built, with its own message
+    return "hidden" in {f.name for f in fields(MODELS[model_name].params_type)}
+
+
 def without_legacy_settings(saved: dict, adapted_encoders: Callable[[], int]) -> dict:
     """A saved config from before recipes, its ``auto`` settings written out as they acted then:
     ``text.adapt_folds`` as the number of adapted encoders the run kept (``adapted_encoders``, read only
@@ -100,6 +106,10 @@ def without_legacy_settings(saved: dict, adapted_encoders: Callable[[], int]) ->
     text = saved.get("text")
     if isinstance(text, dict) and text.get("adapt_folds") == "auto":
         saved["text"] = {**text, "adapt_folds": max(adapted_encoders(), 1)}
+    model = saved.get("model")
+    if isinstance(model, dict) and "hidden" in model and not _reads_hidden(saved.get("model_name")):
+        # Recorded from the old shared defaults by models that never read it (LMF, MulT, text_classifier).
+        saved["model"] = {key: value for key, value in model.items() if key != "hidden"}
     mmmie = saved.get("mmmie")
     if isinstance(mmmie, dict) and mmmie.get("club_nonnegative") == "auto":
         learned = isinstance(text, dict) and text.get("mode") == "finetune"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 
 from ..errors import UnknownModelError  # defined without torch, for the CLI
-from .base import DataInfo, InfoFusionModel, ModelOutput, ModelParams, Stage
+from .base import DataInfo, DropoutParams, InfoFusionModel, ModelOutput, ModelParams, Stage
 from .bc_lstm import BcLSTM
 from .late_fusion import LateFusion
 from .lmf import LMF
@@ -42,7 +42,7 @@ def get_model_class(name: str) -> type[InfoFusionModel]:
         raise UnknownModelError(f"unknown model {name!r}{hint} (registered: {registered})") from None
 
 
-def model_params(config: dict) -> ModelParams:
+def model_params(config: dict) -> DropoutParams:
     """The resolved config's model parameters, typed and checked: a ``ConfigError`` for an unknown key or
     a wrong value. Cheap, so callers check a config before they load data or train."""
     return get_model_class(config["model_name"]).parse_params(config)

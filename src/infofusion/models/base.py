@@ -22,14 +22,24 @@ from ..data.batching import Batch, DialogueLoader, speaker_vocabulary
 from ..data.types import Dataset
 from ..text import FRONT_END_KEY, TextFrontEnd, front_end_spec, text_settings
 
+# The ``model`` section: settings that several models read. A model's parameter class declares those it
+# reads (a key it does not read is a ConfigError); the rest of its fields are its own section's.
+SHARED_SETTINGS = ("hidden", "dropout")
+
 
 @dataclass
-class ModelParams:
-    """The shared ``model`` section. Each model extends it with the fields of its own section (named
-    after the model) and may change these defaults to its YAML's."""
+class DropoutParams:
+    """``model.dropout`` alone: the parameters of a model whose widths are its own settings."""
+
+    dropout: Fraction = 0.3
+
+
+@dataclass
+class ModelParams(DropoutParams):
+    """``model.hidden`` and ``model.dropout``. Each model extends it (or :class:`DropoutParams`) with the
+    fields of its own section (named after the model) and may change these defaults to its YAML's."""
 
     hidden: Width = 128
-    dropout: Fraction = 0.3
 
 
 @dataclass
@@ -105,7 +115,7 @@ class InfoFusionModel(nn.Module):
     name: ClassVar[str] = "base"
     # "utterance": the trainer feeds one-utterance dialogues, batch size counts utterances.
     unit: ClassVar[str] = "dialogue"
-    params_type: ClassVar[type[ModelParams]] = ModelParams
+    params_type: ClassVar[type[DropoutParams]] = ModelParams
     # Capabilities inference, export and plots rely on, declared here instead of probed:
     has_component_codes: ClassVar[bool] = False  # collect_codes(loader): shared/private/noise codes
     has_fusion_representation: ClassVar[bool] = True  # forward's representations hold "fusion"
@@ -149,10 +159,10 @@ class InfoFusionModel(nn.Module):
         return dataclasses.replace(batch, features=features)
 
     @classmethod
-    def parse_params(cls, config: dict) -> ModelParams:
+    def parse_params(cls, config: dict) -> DropoutParams:
         """The ``model`` section and the model's own as :attr:`params_type` (a ``ConfigError`` for an
         unknown key or a wrong value)."""
-        shared = [f.name for f in fields(ModelParams)]
+        shared = [f.name for f in fields(cls.params_type) if f.name in SHARED_SETTINGS]
         own = [f.name for f in fields(cls.params_type) if f.name not in shared]
         sections = {"model": (section(config, "model"), shared), cls.name: (config.get(cls.name), own)}
         return parse_sections(cls.params_type, sections)

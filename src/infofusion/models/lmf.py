@@ -22,13 +22,13 @@ from torch import nn
 
 from ..config import Modality, Width
 from ..data.batching import Batch
-from .base import DataInfo, InfoFusionModel, ModelOutput, ModelParams
+from .base import DataInfo, DropoutParams, InfoFusionModel, ModelOutput
 from .tfn import ModalitySubnetworks, subnetwork_widths, with_constant_one
 
 
 @dataclass
-class LMFParams(ModelParams):
-    """``model.hidden`` is not read: ``fusion_dim`` and the subnetwork widths size LMF."""
+class LMFParams(DropoutParams):
+    """``fusion_dim`` and the subnetwork widths size LMF (it has no ``model.hidden``)."""
 
     rank: Width = 4  # factors of the fused weight, each as wide as a subnetwork
     fusion_dim: Width = 32  # width of the fused vector h, read out by a linear layer

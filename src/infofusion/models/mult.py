@@ -33,7 +33,7 @@ from torch import nn
 
 from ..config import ConfigError, Depth, Fraction, Modality, Width
 from ..data.batching import Batch
-from .base import DataInfo, InfoFusionModel, ModelOutput, ModelParams
+from .base import DataInfo, DropoutParams, InfoFusionModel, ModelOutput
 from .layers import sinusoidal_positions
 
 
@@ -81,8 +81,8 @@ class CrossModalTransformer(nn.Module):
 
 
 @dataclass
-class MulTParams(ModelParams):
-    """``model.hidden`` is not read: ``dim`` is the common width."""
+class MulTParams(DropoutParams):
+    """``dim`` is the common width (MulT has no ``model.hidden``)."""
 
     dropout: Fraction = 0.1  # relu_dropout and res_dropout
     dim: Width = 30  # d_l = d_a = d_v

@@ -14,12 +14,12 @@ from torch import nn
 
 from ..config import ConfigError, Fraction
 from ..data.batching import Batch
-from .base import DataInfo, InfoFusionModel, ModelOutput, ModelParams
+from .base import DataInfo, DropoutParams, InfoFusionModel, ModelOutput
 
 
 @dataclass
-class TextClassifierParams(ModelParams):
-    """``model.hidden`` is not read: the head maps the transformer's width to the outputs."""
+class TextClassifierParams(DropoutParams):
+    """The head maps the transformer's width to the outputs (no ``model.hidden``)."""
 
     dropout: Fraction = 0.1
 

@@ -143,8 +143,9 @@ def encode_windows(
     """Pooled vectors ``(N, hidden)`` of ``windows``, in batches of similar length (less padding).
 
     With ``front_end.spec.precision == "bf16"`` (on the CPU) the transformer's matrix products run in
-    bfloat16 under autocast (layer norms and softmax stay fp32): 2-3 times faster on CPUs with native
-    bf16 (AMX, AVX512-BF16), slower where it is emulated; cosine to fp32 in ``docs/text.md``."""
+    bfloat16 under autocast (layer norms and softmax stay fp32): about 3 times faster on one thread of a
+    CPU with native bf16 (AMX, AVX512-BF16), likely slower where it is emulated; cosines to fp32 in
+    ``docs/text.md``."""
     order = np.argsort([w.shape[1] for w in windows], kind="stable")
     out = np.zeros((len(windows), front_end.hidden), dtype=np.float32)
     device = next(front_end.parameters()).device
