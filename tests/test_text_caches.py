@@ -362,3 +362,32 @@ def test_a_run_records_a_relative_encoder_folder_absolute_and_resumes_from_the_s
     assert saved["text"]["encoder"] == str(tmp_path / "enc")
     again = resolve_config("late_fusion", None, [*settings, "train.epochs=2"])
     train(again, tmp_path / "run", resume=True)  # the same relative spelling is the same config
+
+
+def test_predicting_a_data_set_training_read_reuses_its_cached_vectors_and_reads_the_same(
+    tmp_path, dialogue_csvs, tiny_encoder, monkeypatch
+):
+    """``predict RUN --input DATA`` on the very windows training encoded reads them from the cache (no
+    transformer pass), and gives the predictions a fresh pass gives."""
+    from infofusion.inference import Predictor, load_input
+    from infofusion.text import prepare
+    from infofusion.trainer import train
+
+    cache = tmp_path / "cache"
+    config = config_for(dialogue_csvs, tiny_encoder, cache, "text.mode=frozen", "train.epochs=1")
+    train(config, tmp_path / "run")
+
+    def probabilities(predictor: Predictor) -> np.ndarray:
+        results = predictor.predict(load_input(str(dialogue_csvs), predictor).dialogues)
+        return np.array([list(u.probabilities.values()) for r in results for u in r.utterances])
+
+    calls = []
+    real = prepare.encode_windows
+    monkeypatch.setattr(prepare, "encode_windows", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cached = probabilities(Predictor.from_run(tmp_path / "run"))
+    assert calls == []  # every window came from training's cache
+    # Without the cache the same windows are encoded again, to the same vectors.
+    shutil.rmtree(cache / "text-windows")
+    again = probabilities(Predictor.from_run(tmp_path / "run"))
+    assert calls and not (cache / "text-windows").exists()  # read, never written at inference
+    np.testing.assert_allclose(again, cached, atol=1e-5)

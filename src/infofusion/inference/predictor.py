@@ -129,7 +129,10 @@ class Predictor:
         self._encoder_lock = threading.Lock()
         if window_reader is None and self.text_origin.kind == "windows":
             window_reader = WindowReader(
-                text_settings(config), model.text_front_end is not None, text_encoder_states
+                text_settings(config),
+                model.text_front_end is not None,
+                text_encoder_states,
+                config["data"].get("cache_dir"),  # the vectors training cached, when the input is its data
             )
         self.window_reader = window_reader
 

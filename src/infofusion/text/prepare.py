@@ -184,8 +184,7 @@ def encode_frozen(
     and ``window_key`` must name the folds. The front ends load only when the cache misses, one at a time:
     a data set whose vectors are cached never pays for loading a transformer's weights."""
     windows = all_windows(dataset)
-    settings = {"front_end": spec.cache_key(), "windows": window_key, "width": hidden}
-    path = _cache_path(windows_digest(windows), json.dumps(settings, sort_keys=True), cache_dir)
+    path = frozen_cache_path(windows, spec, window_key, hidden, cache_dir)
     vectors = _read(path, len(windows), hidden)
     if vectors is None:
         vectors = np.zeros((len(windows), hidden), dtype=np.float32)
@@ -204,6 +203,20 @@ def encode_frozen(
         for dialogue in split:
             for utterance in dialogue.utterances:
                 utterance.features["text"] = next(rows)
+
+
+def frozen_cache_path(
+    windows: list[np.ndarray], spec: FrontEndSpec, window_key: str, hidden: int, cache_dir: str | Path | None
+) -> Path:
+    """Where the frozen vectors of ``windows`` (in this order) read by ``spec`` are cached: keyed by the
+    windows' content, the front end (its encoder's weights), how the windows were built and the width."""
+    settings = {"front_end": spec.cache_key(), "windows": window_key, "width": hidden}
+    return _cache_path(windows_digest(windows), json.dumps(settings, sort_keys=True), cache_dir)
+
+
+def cached_frozen_vectors(path: Path, rows: int, hidden: int) -> np.ndarray | None:
+    """The cached vectors at ``path`` when they are whole (``rows`` x ``hidden``, finite), else None."""
+    return _read(path, rows, hidden)
 
 
 def mean_reading(front_ends: Sequence[TextFrontEnd], windows: list[np.ndarray], pad_id: int) -> np.ndarray:

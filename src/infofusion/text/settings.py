@@ -40,7 +40,9 @@ from .frontend import (
 from .prepare import (
     attach_dialogue_windows,
     attach_windows,
+    cached_frozen_vectors,
     encode_frozen,
+    frozen_cache_path,
     mean_reading,
     memoized_tokenizer,
 )
@@ -254,12 +256,14 @@ class WindowReader:
         text: TextSection,
         model_reads_windows: bool,
         encoder_states: list[dict[str, torch.Tensor]] | None = None,
+        cache_dir: str | Path | None = None,
     ) -> None:
         if text.mode == "adapted" and not encoder_states and not model_reads_windows:
             raise TextEncoderError("text.mode=adapted: the run holds no adapted text encoder weights")
         self.text = text
         self.model_reads_windows = model_reads_windows
         self.encoder_states = encoder_states
+        self.cache_dir = cache_dir
         tokenizer = load_tokenizer(text.encoder)
         self.special = special_tokens(tokenizer)
         self.tokenize = memoized_tokenizer(tokenizer)
@@ -280,6 +284,12 @@ class WindowReader:
         are dropped. A seed ensemble reads one set of windows with each member's own adapted encoders."""
         utterances = [u for d in dialogues for u in d.utterances]
         windows = [u.window for u in utterances]
+        vectors = self._cached(windows)
+        if vectors is not None:
+            for utterance, vector in zip(utterances, vectors, strict=True):
+                utterance.features["text"] = vector
+                utterance.window = None
+            return
         with self._lock:  # the transformers load once, on first use, whatever the number of threads
             if not self._front_ends:
                 spec = front_end_spec(self.text)
@@ -292,3 +302,15 @@ class WindowReader:
         for utterance, vector in zip(utterances, vectors, strict=True):
             utterance.features["text"] = vector
             utterance.window = None
+
+    def _cached(self, windows: list[np.ndarray]) -> np.ndarray | None:
+        """The vectors training cached for exactly these windows (a whole data set read again, as
+        ``predict RUN --input DATA`` does), when the frozen encoder is the run's own: read, never written
+        (new dialogues at inference would only fill the cache)."""
+        if self.encoder_states or not windows:
+            return None  # adapted: training's cache holds the cross-fitted readings of its own folds
+        hidden = int(transformer_config(self.text.encoder).hidden_size)
+        path = frozen_cache_path(
+            windows, front_end_spec(self.text), window_spec(self.text).key(), hidden, self.cache_dir
+        )
+        return cached_frozen_vectors(path, len(windows), hidden)
