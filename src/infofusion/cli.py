@@ -94,7 +94,7 @@ def command_train(args: argparse.Namespace) -> int:
     if ensemble:
         from .workflow.ensemble import finish_ensemble
 
-        # Every process scores (a member's trainer is built by all of torchrun's processes alike).
+        # Rank 0 scores it, through the Predictor (inference needs no process group).
         seconds = sum(float(metrics.get("seconds", 0.0)) for metrics in per_seed.values())
         entries = [(f"seed_{seed}", seed) for seed in seeds]
         ensemble_metrics = finish_ensemble(output, entries, seconds, write=is_main)
@@ -141,25 +141,11 @@ def _loggers(kind: str | None, run_dir: Path, config: dict) -> list:
 
 
 def command_evaluate(args: argparse.Namespace) -> int:
-    from .runs import RunDir
-    from .trainer import Trainer
-    from .workflow.ensemble import EnsembleEvaluator
+    """The run's Predictor over one split, scored (a seed ensemble as one model, its members beside)."""
+    from .inference.evaluate import evaluate_run
 
-    # A seed ensemble is scored as one model (the mean of its members' probabilities), members beside.
-    trainer: Trainer | EnsembleEvaluator = (
-        EnsembleEvaluator.from_run(Path(args.run_dir), args.data)
-        if RunDir(args.run_dir).is_ensemble()
-        else Trainer.from_run(Path(args.run_dir), args.data)
-    )
-    if args.split not in trainer.dataset.splits:
-        raise DataError(
-            f"split {args.split!r} not in data (has {sorted(trainer.dataset.splits)})",
-            file=trainer.dataset.source,
-            split=args.split,
-        )
     # The split and the data it was scored on come first: the numbers alone do not say what they measure.
-    scored = {"split": args.split, "data": trainer.dataset.source}
-    print(json.dumps({**scored, **trainer.evaluate(args.split)}))
+    print(json.dumps(evaluate_run(Path(args.run_dir), args.data, args.split)))
     return 0
 
 

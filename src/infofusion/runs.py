@@ -679,6 +679,17 @@ class RunDir:
                     raise RunFolderError(f"{path}: model[{fold}].{name} holds NaN or infinite values")
         return list(states)
 
+    def text_encoders_for_reading(self) -> list[dict[str, torch.Tensor]] | None:
+        """:meth:`read_text_encoders`, for reading the run's text again (evaluate, predict, serve): a run
+        whose config says ``text.mode=adapted`` without them is refused, never adapted again."""
+        states = self.read_text_encoders()
+        if states is None and (self.config().get("text") or {}).get("mode") == "adapted":
+            raise RunFolderError(
+                f"{self.text_encoder_path}: missing, and the run read adapted text (text.mode=adapted); "
+                "its text cannot be read again without it"
+            )
+        return states
+
     # -- who may write ----------------------------------------------------------------------------------
     def holds_run(self) -> bool:
         """Whether a run (finished or not) has written here."""

@@ -35,7 +35,7 @@ from .models.base import probabilities
 from .progress import track
 from .randomness import restore_rng_state, rng_state, seed_everything
 from .runinfo import run_information
-from .runs import LoadedRun, RunDir, RunFolderError, training_notes_silenced
+from .runs import LoadedRun, RunDir, training_notes_silenced
 from .text import (
     ADAPTED_STATE_KEY,
     FRONT_END_KEY,
@@ -87,13 +87,8 @@ def run_adapted_encoder(run: RunDir) -> AdaptedEncoder | None:
     """The adapted text encoders a run kept (``text_encoder.pt``), keyed by their content: every split of
     new data reads as their mean, as training read its validation and test splits. None for a run that
     kept none; a run whose config says ``text.mode=adapted`` without them is refused, never re-adapted."""
-    states = run.read_text_encoders()
+    states = run.text_encoders_for_reading()
     if states is None:
-        if run.config().get("text", {}).get("mode") == "adapted":
-            raise RunFolderError(
-                f"{run.text_encoder_path}: missing, and the run read adapted text (text.mode=adapted); "
-                "its text cannot be read again without it"
-            )
         return None
     digest = hashlib.sha256()
     for state in states:

@@ -156,7 +156,9 @@ class Predictor:
         if run.is_ensemble():
             return EnsemblePredictor.from_ensemble(run, batch_size=batch_size, device=device)
         model, loaded = run.load_model(device)
-        adapted = run.read_text_encoders()  # text.mode=adapted: the transformers the text was read with
+        adapted = (
+            run.text_encoders_for_reading()
+        )  # text.mode=adapted: the transformers the text was read with
         return cls(
             model,
             loaded.config,
@@ -553,7 +555,7 @@ class EnsemblePredictor(Predictor):
                 source=str(member.run.path),
                 batch_size=batch_size,
                 device=device,
-                text_encoder_states=member.run.read_text_encoders(),
+                text_encoder_states=member.run.text_encoders_for_reading(),
             )
             for member in members
         ]
