@@ -113,3 +113,13 @@ def test_seeds_count_or_list():
 def test_regression_runs_get_the_mosi_columns():
     regression = {"valid": dict.fromkeys(REGRESSION_METRICS + ("acc2_has0",), 0.5)}
     assert metric_columns([regression]) == [("valid", name) for name in REGRESSION_METRICS]
+
+
+def test_a_grid_may_set_a_model_parameter_its_yaml_leaves_to_the_defaults():
+    """``model.dropout`` of MInD is a parameter with a dataclass default, not written in its YAML."""
+    from infofusion.config import resolve_config
+    from infofusion.workflow.ablate import Setting, check_setting_keys
+
+    base = resolve_config("mind")
+    assert "dropout" not in base["model"]
+    check_setting_keys([Setting("lo", ["model.dropout=0.1"])], base)

@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..command_config import config_from_options
+from ..command_config import config_from_options, settable_config
 from ..config import ConfigError, parse_override
 from ..models import model_params
 from ..progress import StepProgress
@@ -64,6 +64,7 @@ def check_setting_keys(settings: list[Setting], base: dict) -> None:
 
     Keys under ``data`` are exempt: data options pass through to the loaders (e.g. synthetic ``frames``).
     """
+    base = settable_config(base)  # the model's parameters complete: their defaults live in dataclasses
     for setting in settings:
         for assignment in setting.overrides:
             key = ".".join(parse_override(assignment)[0])

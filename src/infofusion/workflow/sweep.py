@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from ..command_config import config_from_options
+from ..command_config import config_from_options, settable_config
 from ..config import ConfigError, parse_override, resolve_config
 from ..data.types import Dataset
 from ..metrics import LOWER_IS_BETTER, default_selection_metric
@@ -80,8 +80,9 @@ def load_space(name_or_path: str) -> tuple[dict[str, dict], str]:
 
 
 def check_space_keys(space: dict[str, dict], base: dict, overrides: list[str]) -> None:
-    """Every searched key must exist in the resolved config (a typo would search nothing) and be free."""
+    """Every searched key must be a setting ``--set`` accepts (a typo would search nothing) and be free."""
     fixed = {".".join(parse_override(assignment)[0]) for assignment in overrides}
+    base = settable_config(base)  # the model's parameters complete: their defaults live in dataclasses
     for key in space:
         if key in UNSEARCHABLE_KEYS:
             raise ConfigError(f"search space: {key} cannot be searched")
