@@ -123,6 +123,15 @@ def is_improvement(metric: str, new: float, best: float | None) -> bool:
     return new < best if metric in LOWER_IS_BETTER else new > best
 
 
+def spread_over_runs(rows: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Mean and standard deviation (population, ddof=0) of each scalar metric over runs (seeds, members),
+    by the first row's names."""
+    return {
+        name: {"mean": float(np.mean([r[name] for r in rows])), "std": float(np.std([r[name] for r in rows]))}
+        for name in rows[0]
+    }
+
+
 def scalar_metrics(metrics: dict) -> dict[str, float]:
     """The plain-number entries of a metrics dict (for tables and summaries)."""
     return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}

@@ -9,12 +9,11 @@ classes by name. Nothing is trained or adapted.
 from __future__ import annotations
 
 import dataclasses
-import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..data.types import DataError
-from ..metrics import classification_metrics, regression_metrics, scalar_metrics
+from ..metrics import classification_metrics, regression_metrics, scalar_metrics, spread_over_runs
 from .inputs import InputData, read_dataset_dialogues
 from .predictor import EnsemblePredictor, Predictor
 from .records import DialoguePrediction
@@ -62,9 +61,5 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, split: str = "tes
             for name, member in zip(predictor.member_names, predictor.members, strict=True)
         }
         evaluated["members"] = members
-        evaluated["single_seed"] = {
-            key: {"mean": statistics.fmean(values), "std": statistics.pstdev(values)}
-            for key in next(iter(members.values()))
-            for values in [[figures[key] for figures in members.values()]]
-        }
+        evaluated["single_seed"] = spread_over_runs(list(members.values()))
     return evaluated

@@ -264,6 +264,7 @@ class WindowReader:
         self.model_reads_windows = model_reads_windows
         self.encoder_states = encoder_states
         self.cache_dir = cache_dir
+        self._width: int | None = None  # the encoder's width, read from its config once, on first use
         tokenizer = load_tokenizer(text.encoder)
         self.special = special_tokens(tokenizer)
         self.tokenize = memoized_tokenizer(tokenizer)
@@ -309,8 +310,9 @@ class WindowReader:
         (new dialogues at inference would only fill the cache)."""
         if self.encoder_states or not windows:
             return None  # adapted: training's cache holds the cross-fitted readings of its own folds
-        hidden = int(transformer_config(self.text.encoder).hidden_size)
+        if self._width is None:  # not per request: a live session's every turn comes through here
+            self._width = int(transformer_config(self.text.encoder).hidden_size)
         path = frozen_cache_path(
-            windows, front_end_spec(self.text), window_spec(self.text).key(), hidden, self.cache_dir
+            windows, front_end_spec(self.text), window_spec(self.text).key(), self._width, self.cache_dir
         )
-        return cached_frozen_vectors(path, len(windows), hidden)
+        return cached_frozen_vectors(path, len(windows), self._width)

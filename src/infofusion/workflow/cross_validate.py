@@ -277,6 +277,32 @@ def _check_plan(output: Path, plan: dict) -> None:
         )
 
 
+def reused_or_trained(
+    config: dict,
+    run_dir: Path,
+    saved: dict | None,
+    record: dict,
+    where: str,
+    training: str,
+    prepare: Callable[[], Dataset],
+    echo: Echo,
+) -> tuple[dict, float]:
+    """The metrics and seconds of the run in ``run_dir``: read when it finished and its ``cv_run.json``
+    (``saved``) recorded its seconds, else trained (resumed from its last checkpoint when it has one),
+    with ``record`` (what it learns) on disk before training and its seconds added after."""
+    finished = RunDir(run_dir).metrics()
+    if finished is not None and saved is not None and "seconds" in saved:
+        echo(f"== {where}: reusing {run_dir} ==")
+        return finished, float(saved["seconds"])
+    echo(training)
+    RunDir(run_dir).create()
+    _write_json(run_dir / FOLD_FILE, record)  # before training: what the run learns is on disk
+    trained = train_run(config, run_dir, prepare, echo)
+    seconds = trained["seconds"]  # a resumed run: the seconds of the call finishing it
+    _write_json(run_dir / FOLD_FILE, {**record, "seconds": seconds})
+    return trained, seconds
+
+
 def run_fold(config: dict, output: Path, fold: Fold, data: RunData, echo: Echo, where: str) -> dict:
     run_dir = output / fold.folder
     membership = fold.to_dict()
@@ -285,20 +311,12 @@ def run_fold(config: dict, output: Path, fold: Fold, data: RunData, echo: Echo, 
         raise ConfigError(f"{run_dir} was trained on other dialogues than this plan's fold {fold.number}")
     check_same_config(run_dir, config)
     dialogues, utterances = _sizes(fold_dataset(data.dataset, fold).splits)
-    finished = RunDir(run_dir).metrics()
-    if finished is not None and saved is not None and "seconds" in saved:
-        echo(f"== {where}: reusing {run_dir} ==")
-        metrics, seconds = finished, float(saved["seconds"])
-    else:
-        echo(
-            f"== {where}: training in {run_dir} on {dialogues['train']} dialogues, epoch chosen on "
-            f"{dialogues['valid']}, scoring the {dialogues['test']} held-out dialogues =="
-        )
-        RunDir(run_dir).create()
-        _write_json(run_dir / FOLD_FILE, membership)  # before training: what the run learns is on disk
-        trained = train_run(config, run_dir, lambda: data.prepared(fold_dataset(data.dataset, fold)), echo)
-        metrics, seconds = trained, trained["seconds"]  # a resumed run: the seconds of the call finishing it
-        _write_json(run_dir / FOLD_FILE, {**membership, "seconds": seconds})
+    training = (
+        f"== {where}: training in {run_dir} on {dialogues['train']} dialogues, epoch chosen on "
+        f"{dialogues['valid']}, scoring the {dialogues['test']} held-out dialogues =="
+    )
+    prepare = partial(data.prepared, fold_dataset(data.dataset, fold))  # its own copy of the fold's splits
+    metrics, seconds = reused_or_trained(config, run_dir, saved, membership, where, training, prepare, echo)
     return {
         "fold": fold.number,
         "run": fold.folder,
@@ -318,19 +336,14 @@ def run_final(config: dict, output: Path, data: RunData, echo: Echo) -> dict:
     check_same_config(run_dir, config)
     splits = {name: [d.id for d in dialogues] for name, dialogues in data.dataset.splits.items()}
     dialogues, utterances = _sizes(data.dataset.splits)
+    training = (
+        f"== final run (the confirmation): training in {run_dir} on all {dialogues['train']} training "
+        f"dialogues, epoch chosen on the {dialogues['valid']} dev dialogues, which it scores once =="
+    )
     saved = _read_json(run_dir / FOLD_FILE)
-    finished = RunDir(run_dir).metrics()
-    if finished is not None and saved is not None and "seconds" in saved:
-        echo(f"== final run: reusing {run_dir} ==")
-        metrics, seconds = finished, float(saved["seconds"])
-    else:
-        echo(
-            f"== final run (the confirmation): training in {run_dir} on all {dialogues['train']} training "
-            f"dialogues, epoch chosen on the {dialogues['valid']} dev dialogues, which it scores once =="
-        )
-        trained = train_run(config, run_dir, lambda: data.prepared(data.dataset), echo)
-        metrics, seconds = trained, trained["seconds"]
-        _write_json(run_dir / FOLD_FILE, {"fold": FINAL, **splits, "seconds": seconds})
+    record = {"fold": FINAL, **splits}
+    prepare = partial(data.prepared, data.dataset)
+    metrics, seconds = reused_or_trained(config, run_dir, saved, record, "final run", training, prepare, echo)
     final = {
         "run": FINAL,
         "role": "confirmation: trained on every training dialogue, epoch chosen on the dev split, which it "

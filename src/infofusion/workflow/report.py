@@ -18,7 +18,7 @@ import numpy as np
 
 from ..config import ConfigError, config_hash
 from ..data.types import DataError
-from ..metrics import scalar_metrics
+from ..metrics import scalar_metrics, spread_over_runs
 from ..runs import RunDir, atomic_write_text
 
 # The columns the papers report: MELD/IEMOCAP (accuracy, weighted F1) and MOSI/MOSEI (MMSA's set).
@@ -34,13 +34,7 @@ def summarise_seeds(per_seed: dict[int, dict]) -> dict:
         rows = [scalar_metrics(m[split]) for m in per_seed.values() if split in m]
         if not rows:
             continue
-        summary["splits"][split] = {
-            name: {
-                "mean": float(np.mean([r[name] for r in rows])),
-                "std": float(np.std([r[name] for r in rows])),
-            }
-            for name in rows[0]
-        }
+        summary["splits"][split] = spread_over_runs(rows)
     summary["seconds_per_run"] = float(np.mean([m.get("seconds", 0.0) for m in per_seed.values()]))
     return summary
 
