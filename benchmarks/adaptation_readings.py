@@ -33,8 +33,8 @@ import torch
 from infofusion.config import resolve_config
 from infofusion.data.types import Dataset
 from infofusion.text import ADAPTED_STATE_KEY, FRONT_END_KEY, WindowReader, text_settings
-from infofusion.text_adaptation import adaptation_config, adaptation_folder, fold_key, training_folds
-from infofusion.trainer import Trainer, load_data_for_config
+from infofusion.text.adaptation import adaptation_config, adaptation_folder, fold_key, training_folds
+from infofusion.training.trainer import Trainer, load_data_for_config
 
 
 def head_outputs(config: dict, dataset: Dataset, dialogues: list, folds: int) -> np.ndarray:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from infofusion.trainer import Trainer
+from infofusion.training.trainer import Trainer
 
 SHUFFLED = ("audio", "visual")
 

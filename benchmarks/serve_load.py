@@ -101,7 +101,7 @@ def delete_session(base: str, name: str) -> int:
 # -- setup ------------------------------------------------------------------------------------------------
 def train_small(model: str, folder: Path, threads: int) -> Path:
     from infofusion.config import resolve_config
-    from infofusion.trainer import Trainer
+    from infofusion.training.trainer import Trainer
 
     settings = [
         "train.epochs=2",

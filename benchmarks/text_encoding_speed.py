@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from infofusion.data.csv_dialogues import read_table
-from infofusion.data.text_encoder import load_tokenizer, model_directory
+from infofusion.text.encoders import load_tokenizer, model_directory
 from infofusion.text.frontend import FrontEndSpec, TextFrontEnd, load_transformer, special_tokens
 from infofusion.text.prepare import encode_windows, memoized_tokenizer
 from infofusion.text.windows import WindowSpec, build_dialogue_windows

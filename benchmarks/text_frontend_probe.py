@@ -22,7 +22,6 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 
 from infofusion.data import load_dataset
-from infofusion.data.text_encoder import load_tokenizer
 from infofusion.text import (
     FrontEndSpec,
     TextFrontEnd,
@@ -32,6 +31,7 @@ from infofusion.text import (
     load_transformer,
     special_tokens,
 )
+from infofusion.text.encoders import load_tokenizer
 
 
 def parse_setting(name: str) -> tuple[WindowSpec, FrontEndSpec]:

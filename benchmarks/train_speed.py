@@ -49,7 +49,7 @@ def current_rss_mb() -> float:
 def worker(model: str, spec: str, overrides: list[str], epochs: int, threads: int) -> dict:
     """One training run in this process; returns its timing and memory."""
     from infofusion.config import resolve_config
-    from infofusion.trainer import Trainer, load_data_for_config
+    from infofusion.training.trainer import Trainer, load_data_for_config
 
     settings = [f"train.epochs={epochs}", f"train.patience={epochs}", f"train.threads={threads}", *overrides]
     config = resolve_config(model, None, settings, {"data": {"spec": spec}})

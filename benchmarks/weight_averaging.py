@@ -31,7 +31,7 @@ import torch
 
 from infofusion import metrics
 from infofusion.config import resolve_config
-from infofusion.trainer import Trainer, load_data_for_config
+from infofusion.training.trainer import Trainer, load_data_for_config
 
 
 class RecordingTrainer(Trainer):

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from infofusion.config import resolve_config
-from infofusion.trainer import Trainer
+from infofusion.training.trainer import Trainer
 
 
 def main(output: str, model: str) -> None:

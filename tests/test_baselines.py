@@ -15,7 +15,7 @@ from infofusion.models import DataInfo, build_model
 from infofusion.models import misa as misa_module
 from infofusion.models.misa import soft_orthogonality
 from infofusion.models.tfn import tensor_fusion
-from infofusion.trainer import Trainer
+from infofusion.training.trainer import Trainer
 
 BASELINES = ["tfn", "lmf", "mult", "misa"]
 TINY = {"dialogues": {"train": 3, "valid": 1, "test": 1}}

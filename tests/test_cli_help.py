@@ -112,10 +112,10 @@ def test_the_main_commands_show_examples(command):
 
 
 def test_the_light_copies_of_library_defaults_agree_with_the_library():
-    from infofusion.data.text_encoder import DEFAULT_ENCODER
     from infofusion.extract.defaults import DEFAULT_TEXT_ENCODER
     from infofusion.mi.defaults import PREPROCESSING_NAMES
     from infofusion.mi.preprocessing import PREPROCESSING
+    from infofusion.text.encoders import DEFAULT_ENCODER
 
     assert DEFAULT_TEXT_ENCODER == DEFAULT_ENCODER
     assert PREPROCESSING_NAMES == tuple(PREPROCESSING)

@@ -16,7 +16,7 @@ import pytest
 from data_factories import make_conversation_parts, write_dialogue_csvs, write_pickle
 from infofusion.config import ConfigError, resolve_config
 from infofusion.data.types import DataError, Dialogue, Utterance
-from infofusion.trainer import KILL_AFTER_EPOCH_ENV, load_data_for_config
+from infofusion.training.trainer import KILL_AFTER_EPOCH_ENV, load_data_for_config
 from infofusion.workflow import cross_validate as cv
 from infofusion.workflow.cross_validate import (
     cross_validate,

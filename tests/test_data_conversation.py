@@ -206,7 +206,7 @@ def test_label_fit_vectors_are_left_out_once_the_transcripts_give_the_text(tmp_p
     the transcripts, the audio and visual vectors are left out by default (with one warning), and
     ``data.modalities`` keeps them; sentence mode reads the file as it is."""
     from infofusion.config import resolve_config
-    from infofusion.trainer import load_data_for_config
+    from infofusion.training.trainer import load_data_for_config
     from text_fixtures import save_tiny_bert
 
     path = write_conversation_pickle(tmp_path / "mosi.pkl", n_dialogues=6)
@@ -225,8 +225,8 @@ def test_label_fit_vectors_are_left_out_once_the_transcripts_give_the_text(tmp_p
 def test_a_finished_run_reads_its_own_modalities_whatever_the_defaults_pick(tmp_path, monkeypatch):
     """A run whose config left data.modalities unset is evaluated on the modalities it was trained on,
     even when the default that picks them (the label-fit rule) would now pick others."""
-    from infofusion import trainer as trainer_module
     from infofusion.config import resolve_config
+    from infofusion.training import trainer as trainer_module
 
     path = write_conversation_pickle(tmp_path / "mosi.pkl", n_dialogues=6)
     config = resolve_config(

@@ -11,7 +11,7 @@ from infofusion.config import resolve_config
 from infofusion.data.standardize import check_statistics, training_statistics
 from infofusion.data.synthetic import make_synthetic
 from infofusion.data.types import DataError
-from infofusion.trainer import Trainer
+from infofusion.training.trainer import Trainer
 
 SMALL = {"dialogues": {"train": 10, "valid": 4, "test": 4}, "max_utterances": 5}
 

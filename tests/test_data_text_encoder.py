@@ -18,7 +18,7 @@ from infofusion.data import (
     get_text_encoder,
     load_dataset,
 )
-from infofusion.data.text_encoder import DEFAULT_ENCODER, cache_path, load_tokenizer
+from infofusion.text.encoders import DEFAULT_ENCODER, cache_path, load_tokenizer
 
 
 def test_hashing_encoder_is_deterministic_normalised_and_sized():

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from infofusion.data.split_wheels import SPLIT_WHEEL_MODELS
+from infofusion.text.split_wheels import SPLIT_WHEEL_MODELS
 
 ALLOWLIST = Path(__file__).with_name("core_dependencies.txt")
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
@@ -32,7 +32,7 @@ def canonical(name: str) -> str:
 
 
 # Split-wheel encoders are installed without their declared dependencies on purpose (`infofusion text
-# install-encoder`, infofusion/data/split_wheels.py): pip check's "requires X, which is not installed"
+# install-encoder`, infofusion/text/split_wheels.py): pip check's "requires X, which is not installed"
 # for their wheels is expected; any other line about them is not.
 WITHOUT_DEPENDENCIES = {
     canonical(name) for model in SPLIT_WHEEL_MODELS.values() for name in model.distributions

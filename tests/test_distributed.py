@@ -13,7 +13,7 @@ import torch.distributed as dist
 
 from infofusion.data.batching import DialogueLoader
 from infofusion.data.synthetic import make_synthetic
-from infofusion.distributed import DistributedContext
+from infofusion.training.distributed import DistributedContext
 
 HERE = Path(__file__).parent
 

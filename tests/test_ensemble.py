@@ -17,8 +17,8 @@ from infofusion.data import load_dataset
 from infofusion.inference import Predictor
 from infofusion.inference.predictor import EnsemblePredictor
 from infofusion.metrics import classification_metrics, regression_metrics
-from infofusion.runs import RunFolderError
-from infofusion.trainer import Trainer
+from infofusion.training.runs import RunFolderError
+from infofusion.training.trainer import Trainer
 from infofusion.workflow.report import build_report, build_summary, read_records
 
 torch.set_num_threads(1)

@@ -174,7 +174,7 @@ def test_face_features_see_the_drawn_face_and_not_the_shapes(corpus):
 
 
 def test_pickle_loads_and_trains_one_epoch(corpus, tmp_path):
-    from infofusion.trainer import Trainer
+    from infofusion.training.trainer import Trainer
 
     _, _, result = corpus
     path = write_conversation_pickle(result, tmp_path / "features.pkl")
@@ -494,7 +494,7 @@ def test_predicting_a_manifest_marks_missing_media_and_placeholders(tmp_path):
     """From media to predictions: a run trained on an extracted pickle with modality dropout, then a new
     manifest whose one WAV is missing: that utterance is predicted from text alone and says so."""
     from infofusion.inference import Predictor, load_input
-    from infofusion.trainer import Trainer
+    from infofusion.training.trainer import Trainer
 
     for index in range(4):
         write_speechlike(tmp_path / f"a{index}.wav", f0=110 + 30 * index)

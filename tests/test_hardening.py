@@ -24,9 +24,9 @@ from infofusion.cli import main
 from infofusion.config import ConfigError, load_yaml
 from infofusion.data import load_dataset
 from infofusion.data.safe_pickle import safe_load
-from infofusion.data.text_encoder import encode_cached
 from infofusion.data.types import DataError
-from infofusion.runs import RunDir
+from infofusion.text.encoders import encode_cached
+from infofusion.training.runs import RunDir
 from test_cli_errors import write_valid_input
 from test_inference import SMALL, train
 
@@ -261,7 +261,7 @@ def test_config_yaml_aliases_size_and_nesting_are_bounded(tmp_path):
 
 
 def test_a_cache_file_declaring_more_than_it_holds_is_not_loaded(tmp_path):
-    from infofusion.data.text_encoder import read_cached_array
+    from infofusion.text.encoders import read_cached_array
 
     path = tmp_path / "cache.npy"
     header = {"descr": "<f4", "fortran_order": False, "shape": (100_000_000, 100)}

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from infofusion.cli import main
-from infofusion.runs import RunDir, RunFolderError
+from infofusion.training.runs import RunDir, RunFolderError
 from infofusion.workflow.report import RunRecord
 from test_cli_errors import write_valid_input
 from test_inference import SMALL, train

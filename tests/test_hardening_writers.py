@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from infofusion.cli import main
-from infofusion.runs import RunDir
+from infofusion.training.runs import RunDir
 from test_cli_errors import write_valid_input
 from test_inference import SMALL, train
 
@@ -148,8 +148,8 @@ def test_sweep_writes_its_results_through_no_link_and_refuses_a_linked_study(tmp
 
 
 def test_the_text_cache_and_extract_files_are_written_through_no_link(tmp_path):
-    from infofusion.data.text_encoder import digest_path, read_cached_array, write_array_atomically
     from infofusion.extract.writer import _write_atomically
+    from infofusion.text.encoders import digest_path, read_cached_array, write_array_atomically
 
     planted = Planted(tmp_path / "outside")
     cache = tmp_path / "cache" / "vectors.npy"
@@ -174,7 +174,7 @@ ALLOWED_WRITERS = {
     # Rendering into memory; the bytes then go through the atomic writer.
     ("figure_style.py", "figure.savefig(buffer"),
     # np.save into a NamedTemporaryFile (O_EXCL, random name) renamed over the cache entry.
-    ("text_encoder.py", "np.save(handle"),
+    ("encoders.py", "np.save(handle"),
     # Joined and marked inside a private TemporaryDirectory (mkdtemp, 0700), then renamed as a folder.
     ("split_wheels.py", 'archive.open("wb")'),
     ("split_wheels.py", "(source / COMPLETE).write_text"),

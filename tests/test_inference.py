@@ -20,7 +20,7 @@ from infofusion.data import load_dataset
 from infofusion.data.batching import collate
 from infofusion.data.types import DataError, Dialogue, Utterance
 from infofusion.inference import Predictor, dialogues_from_json, load_input, read_dataset_dialogues
-from infofusion.trainer import Trainer
+from infofusion.training.trainer import Trainer
 
 torch.set_num_threads(1)
 SMALL = [
@@ -110,7 +110,7 @@ def test_the_training_data_is_never_read(runs, monkeypatch, tmp_path):
 
     monkeypatch.setattr("infofusion.data.load_dataset", refuse)
     monkeypatch.setattr("infofusion.data.synthetic.make_synthetic", refuse)
-    monkeypatch.setattr("infofusion.trainer.load_dataset", refuse)
+    monkeypatch.setattr("infofusion.training.trainer.load_dataset", refuse)
     predictor = Predictor.from_run(runs["bc_lstm"])
     results = predictor.predict(load_input(str(path), predictor).dialogues)
     assert len(results[0].utterances) == len(dialogues[0])

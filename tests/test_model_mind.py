@@ -16,7 +16,7 @@ from infofusion.data.batching import DialogueLoader, as_utterance_dialogues
 from infofusion.data.synthetic import make_synthetic
 from infofusion.models import DataInfo, build_model
 from infofusion.models import mind as mind_module
-from infofusion.trainer import Trainer
+from infofusion.training.trainer import Trainer
 from infofusion.workflow.plots import collect_component_codes, plot_codes, write_codes_figure
 
 SMALL = {"dialogues": {"train": 8, "valid": 4, "test": 4}, "max_utterances": 6}

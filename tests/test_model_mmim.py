@@ -330,7 +330,7 @@ def test_ablation_switches_remove_their_terms(monkeypatch, switch, expected_term
 
 # -- through the trainer: selection on valid, seeding, loader cleaning --------------------------------
 def trainer_for(tmp_path, data, *overrides):
-    from infofusion.trainer import Trainer
+    from infofusion.training.trainer import Trainer
 
     return Trainer(config("train.threads=1", *overrides), tmp_path, dataset=data)
 

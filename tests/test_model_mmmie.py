@@ -12,7 +12,7 @@ from infofusion.config import apply_overrides, load_yaml, resolve_config
 from infofusion.data.batching import DialogueLoader
 from infofusion.data.synthetic import make_synthetic
 from infofusion.models import DataInfo, build_model
-from infofusion.trainer import Trainer
+from infofusion.training.trainer import Trainer
 from stage_steps import changed_since, main_parameter_names, snapshot, take_main_step, take_stage_step
 
 SMALL = {"dialogues": {"train": 8, "valid": 4, "test": 4}, "max_utterances": 6}

@@ -9,9 +9,10 @@ import pytest
 import torch
 import yaml
 
-from infofusion import cli, trainer
+from infofusion import cli
 from infofusion.config import ConfigError, resolve_config, settings_of
 from infofusion.models import MODELS, model_params
+from infofusion.training import trainer
 from infofusion.workflow import ablate
 
 torch.set_num_threads(1)

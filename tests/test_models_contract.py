@@ -17,8 +17,8 @@ from infofusion.config import resolve_config
 from infofusion.data.batching import DialogueLoader, as_utterance_dialogues
 from infofusion.data.synthetic import make_synthetic
 from infofusion.models import MODELS, DataInfo, build_model
-from infofusion.runs import RunDir
-from infofusion.trainer import Trainer
+from infofusion.training.runs import RunDir
+from infofusion.training.trainer import Trainer
 
 torch.set_num_threads(1)
 SMALL = [

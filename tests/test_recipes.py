@@ -11,12 +11,12 @@ import yaml
 
 from data_factories import write_dialogue_csvs
 from infofusion import cli
-from infofusion.command_config import config_from_options, describe_run, settable_config
 from infofusion.config import ConfigError, recipe_names, resolve_config
+from infofusion.config.command import config_from_options, describe_run, settable_config
 from infofusion.models import get_model_class, model_params
-from infofusion.runs import without_legacy_settings
 from infofusion.text.cost import SplitSizes, text_step_seconds
 from infofusion.text.settings import text_settings
+from infofusion.training.runs import without_legacy_settings
 
 SEED_MODELS = ("mmmie", "mmim", "mind")
 
@@ -165,7 +165,7 @@ def test_a_config_saved_before_recipes_reads_as_it_acted():
 
 
 def test_the_first_line_names_the_command_that_installs_a_missing_encoder(tmp_path, monkeypatch):
-    from infofusion.data import split_wheels
+    from infofusion.text import split_wheels
 
     write_dialogue_csvs(tmp_path)
     monkeypatch.setattr(split_wheels, "installed_parts", lambda packaged: None)

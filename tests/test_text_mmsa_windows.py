@@ -14,7 +14,7 @@ from infofusion.data.types import Dialogue, Utterance
 from infofusion.text import WindowSpec
 from infofusion.text.prepare import attach_dialogue_windows, token_window
 from infofusion.text.windows import IDS, SEGMENT, TARGET, TURN, SpecialTokens
-from infofusion.trainer import Trainer, load_data_for_config
+from infofusion.training.trainer import Trainer, load_data_for_config
 from text_fixtures import save_tiny_bert
 
 SPECIAL = SpecialTokens(cls=101, sep=102, pad=0)

@@ -19,12 +19,12 @@ import pytest
 
 from data_factories import write_dialogue_csvs
 from infofusion.config import ConfigError, resolve_config
-from infofusion.data.text_encoder import load_tokenizer
 from infofusion.text import FrontEndSpec, TextFrontEnd, encode_windows, load_transformer, text_settings
+from infofusion.text.encoders import load_tokenizer
 from infofusion.text.frontend import special_tokens
 from infofusion.text.prepare import memoized_tokenizer
 from infofusion.text.windows import WindowSpec, build_dialogue_windows
-from infofusion.trainer import load_data_for_config
+from infofusion.training.trainer import load_data_for_config
 from text_fixtures import save_tiny_bert
 
 COSINE_BOUND = 0.99  # the bar on real transcripts; the tiny model's worst window measured 0.9999999

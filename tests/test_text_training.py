@@ -9,7 +9,7 @@ import torch
 from data_factories import write_dialogue_csvs
 from infofusion.config import resolve_config
 from infofusion.text.windows import TURN
-from infofusion.trainer import Trainer, load_data_for_config
+from infofusion.training.trainer import Trainer, load_data_for_config
 from text_fixtures import save_tiny_bert
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from infofusion.data.text_encoder import load_tokenizer
 from infofusion.text import WindowSpec, build_dialogue_windows, pad_windows, special_tokens
+from infofusion.text.encoders import load_tokenizer
 from infofusion.text.windows import IDS, SEGMENT, TARGET, TURN
 
 SPEAKERS = ["Joey", "Rachel", "Joey", "Ross", "Rachel"]

@@ -13,8 +13,8 @@ from infofusion.config import resolve_config
 from infofusion.data.synthetic import make_synthetic
 from infofusion.models import Stage
 from infofusion.models.late_fusion import LateFusion
-from infofusion.runs import RunDir
-from infofusion.trainer import KILL_AFTER_EPOCH_ENV, Trainer
+from infofusion.training.runs import RunDir
+from infofusion.training.trainer import KILL_AFTER_EPOCH_ENV, Trainer
 
 SMALL = {"dialogues": {"train": 16, "valid": 6, "test": 6}, "max_utterances": 6}
 

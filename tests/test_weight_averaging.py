@@ -11,8 +11,8 @@ from torch import nn
 from benchmark_scripts import load_benchmark
 from infofusion.config import ConfigError, resolve_config
 from infofusion.data.synthetic import make_synthetic
-from infofusion.trainer import KILL_AFTER_EPOCH_ENV, Trainer
-from infofusion.weight_averaging import WARMUP, WeightAverage
+from infofusion.training.trainer import KILL_AFTER_EPOCH_ENV, Trainer
+from infofusion.training.weight_averaging import WARMUP, WeightAverage
 from test_trainer import SMALL, _train_command
 
 

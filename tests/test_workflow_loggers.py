@@ -6,7 +6,7 @@ import pytest
 
 from infofusion.config import ConfigError, resolve_config
 from infofusion.data.synthetic import make_synthetic
-from infofusion.trainer import Trainer
+from infofusion.training.trainer import Trainer
 from infofusion.workflow.loggers import make_logger_callback, record_scalars
 
 SMALL_DATA = {"dialogues": {"train": 8, "valid": 4, "test": 4}, "max_utterances": 6}

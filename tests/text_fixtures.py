@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from infofusion.data.text_encoder import load_tokenizer
+from infofusion.text.encoders import load_tokenizer
 
 TINY_HIDDEN = 32
 TINY_LAYERS = 3

@@ -6,8 +6,8 @@ at the target's name is replaced by the rename, never followed; nothing planted 
 name. Run folders, reports, tables, figures (rendered to bytes first), exports, sweep results and caches
 all go through it.
 
-Kept apart from :mod:`infofusion.runs` (which re-exports it) and free of torch, so that modules below the
-models (the text cache in ``data/``, ``extract/``) can write through it without an import cycle.
+Kept apart from :mod:`infofusion.training.runs` (which re-exports it) and free of torch, so that modules
+below the models (the text caches, ``extract/``) can write through it without an import cycle.
 """
 
 from __future__ import annotations

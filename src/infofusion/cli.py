@@ -50,7 +50,7 @@ def error_line(error: BaseException) -> str:
 def _say_what_runs(config: dict, is_main: bool, json_output: bool) -> None:
     """The run's first line: recipe, text representation, text step's duration (on stderr under --json,
     whose stdout is one JSON line)."""
-    from .command_config import describe_run
+    from .config.command import describe_run
 
     if is_main:
         print(describe_run(config), file=sys.stderr if json_output else sys.stdout, flush=True)
@@ -58,11 +58,11 @@ def _say_what_runs(config: dict, is_main: bool, json_output: bool) -> None:
 
 # -- commands ------------------------------------------------------------------------------------------
 def command_train(args: argparse.Namespace) -> int:
-    from .command_config import config_from_options
-    from .distributed import DistributedContext
+    from .config.command import config_from_options
     from .metrics import scalar_metrics
-    from .runs import RunDir
-    from .trainer import train
+    from .training.distributed import DistributedContext
+    from .training.runs import RunDir
+    from .training.trainer import train
     from .workflow.report import metrics_table, summarise_seeds, summary_markdown
 
     output = Path(args.output)
@@ -212,7 +212,7 @@ def command_config(args: argparse.Namespace) -> int:
     """The resolved config of a model (and recipe), with every key ``--set`` accepts, as YAML."""
     import yaml
 
-    from .command_config import config_from_options, describe_run, settable_config
+    from .config.command import config_from_options, describe_run, settable_config
 
     config = config_from_options(args)
     print(f"# {describe_run(config)}" if args.data else f"# {args.model}, recipe: {args.recipe or 'none'}")
@@ -236,9 +236,9 @@ def command_text_prepare(args: argparse.Namespace) -> int:
     (a frozen encoder's pass, an adaptation's classifiers) and cached, so the training only reads them."""
     import time
 
-    from .command_config import config_from_options, describe_run
+    from .config.command import config_from_options, describe_run
     from .text import FRONT_END_KEY, text_settings
-    from .trainer import load_data_for_config
+    from .training.trainer import load_data_for_config
 
     config = config_from_options(args)
     print(describe_run(config), flush=True)

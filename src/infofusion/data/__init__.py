@@ -19,11 +19,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from .conversation import conversation_dataset, load_conversation_pickle
-from .csv_dialogues import load_dialogue_csvs
-from .mmsa import is_mmsa_content, load_mmsa_pickle, mmsa_dataset
-from .safe_pickle import safe_load
-from .text_encoder import (
+from ..text.encoders import (
     DEFAULT_ENCODER,
     HashingTextEncoder,
     TextEncoder,
@@ -33,6 +29,10 @@ from .text_encoder import (
     encode_cached,
     get_text_encoder,
 )
+from .conversation import conversation_dataset, load_conversation_pickle
+from .csv_dialogues import load_dialogue_csvs
+from .mmsa import is_mmsa_content, load_mmsa_pickle, mmsa_dataset
+from .safe_pickle import safe_load
 from .types import SPLITS, DataError, Dataset, Dialogue, Utterance
 from .validate import validate_dataset
 

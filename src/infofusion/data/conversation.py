@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..text.encoders import clean_text
 from .safe_pickle import safe_load
-from .text_encoder import clean_text
 from .types import DataError, Dataset, Dialogue, Utterance
 from .validate import require_lengths, validate_dataset
 

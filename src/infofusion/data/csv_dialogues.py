@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .text_encoder import DEFAULT_ENCODER, SupportsEncode, clean_text, encode_cached, get_text_encoder
+from ..text.encoders import DEFAULT_ENCODER, SupportsEncode, clean_text, encode_cached, get_text_encoder
 from .types import DataError, Dataset, Dialogue, Utterance
 from .validate import validate_dataset
 

@@ -18,8 +18,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..text.encoders import DEFAULT_ENCODER
 from . import PICKLE_SUFFIXES
-from .text_encoder import DEFAULT_ENCODER
 
 EXTRACT_FORMAT = "infofusion-extract"
 

@@ -17,8 +17,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data.text_encoder import clean_text
 from ..data.types import DataError
+from ..text.encoders import clean_text
 from .types import DROPPED, KEPT, Problem
 
 REQUIRED_COLUMNS = ("dialogue_id", "utterance_id", "speaker", "transcript")

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.text_encoder import get_text_encoder
 from ..data.types import DataError, Dialogue, Utterance
 from ..extras import require_extra
 from ..progress import StepProgress
+from ..text.encoders import get_text_encoder
 from .audio import AudioError
 from .manifest import SPLIT_NAMES, ManifestRow, read_manifest
 from .types import KEPT, ZERO_FILLED, ExtractOptions, ExtractResult, Problem, problem_counts

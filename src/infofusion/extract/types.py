@@ -6,8 +6,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data.text_encoder import DEFAULT_ENCODER
 from ..data.types import DataError, Dialogue
+from ..text.encoders import DEFAULT_ENCODER
 from .defaults import AUDIO_PARTS, DEFAULT_AUDIO, DEFAULT_FRAMES, VISUAL_BACKENDS
 
 # What happened to the utterance a problem was found in.

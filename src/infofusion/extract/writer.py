@@ -121,8 +121,8 @@ def sidecar_path(path: str | Path) -> Path:
 
 def _write_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Serialise in memory, then write ``path`` with the project's one atomic writer
-    (:func:`infofusion.runs.atomic_write_bytes`: exclusive temporary file, fsync, rename; a link planted at
-    ``path`` is replaced, never followed). A failing serialiser leaves the old file as it was."""
+    (:func:`infofusion.atomic.atomic_write_bytes`: exclusive temporary file, fsync, rename; a link planted
+    at ``path`` is replaced, never followed). A failing serialiser leaves the old file as it was."""
     from ..atomic import atomic_write_bytes
 
     buffer = io.BytesIO()

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..config import ConfigError
-from ..data.text_encoder import DEFAULT_ENCODER
 from ..data.types import DataError, Dialogue, Utterance
+from ..text.encoders import DEFAULT_ENCODER
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # features are float32: larger values would become inf
 # extract.manifest.REQUIRED_COLUMNS, spelled out: telling a CSV's kind must not need the extract module.

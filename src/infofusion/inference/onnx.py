@@ -56,7 +56,7 @@ from ..extras import require_extra
 from ..models import DataInfo, InfoFusionModel
 from ..models.base import probabilities
 from ..models.layers import traceable_frame_lstms
-from ..runs import RunDir, atomic_write_bytes, atomic_write_text
+from ..training.runs import RunDir, atomic_write_bytes, atomic_write_text
 from .predictor import EnsemblePredictor, Predictor
 
 FORMAT = "infofusion-onnx"

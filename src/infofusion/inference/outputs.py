@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import ConfigError
-from ..runs import atomic_write_text
+from ..training.runs import atomic_write_text
 from .records import DialoguePrediction
 
 if TYPE_CHECKING:

@@ -1,8 +1,8 @@
 """Predictions from a finished run, without its training data: :class:`Predictor`.
 
-A run folder (:class:`~infofusion.runs.RunDir`) holds the config and the best checkpoint: weights plus the
-:class:`DataInfo` the model was sized with (modalities, dims, classes, speaker vocabulary, and how the
-training data's features were made), which is all inference needs. ::
+A run folder (:class:`~infofusion.training.runs.RunDir`) holds the config and the best checkpoint:
+weights plus the :class:`DataInfo` the model was sized with (modalities, dims, classes, speaker vocabulary,
+and how the training data's features were made), which is all inference needs. ::
 
     predictor = Predictor.from_run("runs/bc_lstm")
     results = predictor.predict(dialogues)           # list[DialoguePrediction]
@@ -43,12 +43,12 @@ from ..config import ConfigError
 from ..data.batching import as_utterance_dialogues, collate
 from ..data.labels import label_kind_problem, run_class_indices
 from ..data.provenance import data_provenance
-from ..data.text_encoder import DEFAULT_ENCODER, clean_text, get_text_encoder
 from ..data.types import DataError, Dialogue, Utterance
 from ..models import DataInfo, InfoFusionModel, get_model_class
 from ..models.base import probabilities
-from ..runs import RunDir
 from ..text import WindowReader, text_settings
+from ..text.encoders import DEFAULT_ENCODER, clean_text, get_text_encoder
+from ..training.runs import RunDir
 from .records import DialoguePrediction, UtterancePrediction
 
 MODALITY_NAMES = ("text", "audio", "visual")
@@ -145,7 +145,8 @@ class Predictor:
         device: str = "cpu",
         threads: int | None = None,
     ) -> Predictor:
-        """The run's best checkpoint (:class:`~infofusion.runs.RunDir`); the training data is never read."""
+        """The run's best checkpoint (:class:`~infofusion.training.runs.RunDir`); the training data is never
+        read."""
         # The commands' --batch-size and --threads: refused in one line, not clamped or a torch traceback.
         for flag, value in (("--batch-size", batch_size), ("--threads", threads)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):

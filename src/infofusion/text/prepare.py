@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.text_encoder import default_cache_dir, read_cached_array, write_array_atomically
 from ..data.types import DataError, Dataset, Dialogue
 from ..progress import StepProgress
+from .encoders import default_cache_dir, read_cached_array, write_array_atomically
 from .frontend import FrontEndSpec, TextFrontEnd
 from .windows import (
     IDS,

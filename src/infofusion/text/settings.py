@@ -9,7 +9,7 @@
   speaker embedding into the transformer (MMMIE ``identity: segment``), the windows go to the model;
 - ``finetune``: the windows go to the model, whose :class:`~infofusion.text.TextFrontEnd` learns;
 - ``adapted``: as ``frozen``, with a transformer first fine-tuned on the training labels by the caller's
-  ``adapt`` (:mod:`infofusion.text_adaptation`, which sits above this module).
+  ``adapt`` (:mod:`infofusion.text.adaptation`, which sits above this module).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from ..config import ConfigError, TextSection, parse_section
-from ..data.text_encoder import TextEncoderError, load_tokenizer, resolved_encoder_name
 from ..data.types import Dataset, Dialogue
+from .encoders import TextEncoderError, load_tokenizer, resolved_encoder_name
 from .frontend import (
     FrontEndSpec,
     TextFrontEnd,
@@ -59,7 +59,7 @@ FRONT_END_KEY = "text_front_end"
 def text_settings(config: dict) -> TextSection:
     """The resolved config's ``text`` section, typed (:class:`infofusion.config.TextSection` owns its
     keys, types and defaults), its encoder folder named by an absolute path
-    (:func:`~infofusion.data.text_encoder.resolved_encoder_name`)."""
+    (:func:`~infofusion.text.encoders.resolved_encoder_name`)."""
     text = parse_section(TextSection, config.get("text"), "text")
     return dataclasses.replace(text, encoder=resolved_encoder_name(text.encoder))
 

@@ -18,12 +18,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..command_config import config_from_options, settable_config
 from ..config import ConfigError, parse_override
+from ..config.command import config_from_options, settable_config
 from ..models import model_params
 from ..progress import StepProgress
-from ..runs import RunDir, atomic_write_text
-from ..trainer import train
+from ..training.runs import RunDir, atomic_write_text
+from ..training.trainer import train
 from . import comparable_hash, load_named_yaml, parse_seeds, safe_folder_name, setting_kind
 from .report import markdown_table, mean_and_spread, metric_columns, summarise_seeds, write_csv
 

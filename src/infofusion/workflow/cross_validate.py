@@ -44,10 +44,10 @@ from ..data.conversation import carve_validation
 from ..data.types import DataError, Dataset, Dialogue
 from ..metrics import LOWER_IS_BETTER, default_selection_metric, scalar_metrics
 from ..models import get_model_class
-from ..runs import RunDir, atomic_write_text
 from ..text import prepare_text, text_settings
-from ..text_adaptation import adapt_text_front_end
-from ..trainer import Trainer, load_data_for_config
+from ..text.adaptation import adapt_text_front_end
+from ..training.runs import RunDir, atomic_write_text
+from ..training.trainer import Trainer, load_data_for_config
 from . import comparable_hash
 from .report import main_metric_names, markdown_table
 
@@ -519,7 +519,7 @@ def cv_table(summary: dict) -> str:
 
 def command_cross_validate(args: Any) -> int:
     """The command: the config of the options, the experiment, its table."""
-    from ..command_config import config_from_options
+    from ..config.command import config_from_options
 
     config = config_from_options(args)
     summary = cross_validate(config, args.output, args.folds, args.groups, echo=_echo)

@@ -1,8 +1,8 @@
 """Seed ensembles scored as one model: ``infofusion train --ensemble``.
 
 A seed ensemble is a folder of ordinary runs (``seed_<s>/``) that ``ensemble.json`` names
-(:meth:`~infofusion.runs.RunDir.load_ensemble` checks it and the members). Its answer is the mean of the
-members' probabilities (regression: of their predictions):
+(:meth:`~infofusion.training.runs.RunDir.load_ensemble` checks it and the members). Its answer is the
+mean of the members' probabilities (regression: of their predictions):
 :class:`~infofusion.inference.predictor.EnsemblePredictor`, which ``predict``, ``serve``, ``export`` and
 ``evaluate`` (:func:`~infofusion.inference.evaluate.evaluate_run`) all read. :func:`finish_ensemble`
 writes the folder's ``ensemble.json``, then ``metrics.json``: the ensemble's valid and test figures
@@ -18,7 +18,7 @@ from pathlib import Path
 from ..data.types import DataError
 from ..inference.evaluate import evaluate_run
 from ..metrics import scalar_metrics
-from ..runs import RunDir
+from ..training.runs import RunDir
 from .report import markdown_table
 
 SPLITS = ("valid", "test")

@@ -257,10 +257,10 @@ def save_figure(figure: Figure, path: Path) -> Path:
     """The PNG at ``path`` and, beside it, the same figure as SVG and PDF; returns the PNG's path.
 
     Every file is rendered to bytes first and then written by the one atomic writer
-    (:func:`infofusion.runs.atomic_write_bytes`): a symlink planted at a figure's name is replaced, never
+    (:func:`infofusion.atomic.atomic_write_bytes`): a symlink planted at a figure's name is replaced, never
     followed, and a failed render leaves no file changed.
     """
-    from ..runs import atomic_write_bytes
+    from ..training.runs import atomic_write_bytes
 
     path = Path(path)
     rendered = {path: render(figure, "png")}

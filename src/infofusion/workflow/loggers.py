@@ -22,7 +22,7 @@ from ..config import ConfigError, config_hash
 from ..extras import require_extra
 
 if TYPE_CHECKING:
-    from ..trainer import EpochLogger
+    from ..training.trainer import EpochLogger
 
 LOGGER_KINDS = ("tensorboard", "mlflow")
 MLFLOW_EXPERIMENT = "infofusion"

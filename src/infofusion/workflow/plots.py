@@ -33,7 +33,7 @@ from matplotlib.figure import Figure
 
 from ..data.types import DataError
 from ..models import InfoFusionModel, get_model_class
-from ..runs import RunDir
+from ..training.runs import RunDir
 from . import PLOT_KINDS
 from .figure_style import (
     CLUB_TERMS,
@@ -528,7 +528,7 @@ def fused_representations(trainer, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 def tsne_figure(run_dir: Path, data: str | None, split: str) -> Figure:
     """A 2-D t-SNE of the best checkpoint's fused representation of each utterance, coloured by label."""
-    from ..trainer import Trainer
+    from ..training.trainer import Trainer
 
     trainer = Trainer.from_run(run_dir, data)
     points, labels = fused_representations(trainer, split)
@@ -559,9 +559,9 @@ def tsne_figure(run_dir: Path, data: str | None, split: str) -> Figure:
 def collect_component_codes(trainer_or_model: Any, loader: Any) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """``{"S/text": (n, d), "P/text": ..., "N/text": ...}`` over a loader's real utterances, and labels.
 
-    Accepts a :class:`~infofusion.trainer.Trainer` (its ``model``) or a model with component codes.
+    Accepts a :class:`~infofusion.training.trainer.Trainer` (its ``model``) or a model with component codes.
     """
-    from ..trainer import Trainer
+    from ..training.trainer import Trainer
 
     model = trainer_or_model.model if isinstance(trainer_or_model, Trainer) else trainer_or_model
     codes, labels = model.collect_codes(loader)
@@ -663,7 +663,7 @@ def write_codes_figure(
 
 def plot_codes(run_dir: Path, data: str | None, split: str, output: Path) -> Path:
     """The S/P/N t-SNE PNG of a finished run's best checkpoint on one split of its (or other) data."""
-    from ..trainer import Trainer
+    from ..training.trainer import Trainer
 
     trainer = Trainer.from_run(Path(run_dir), data)
     representations, labels = collect_component_codes(trainer, trainer.loader(split))

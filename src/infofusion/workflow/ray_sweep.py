@@ -23,7 +23,7 @@ import argparse
 from pathlib import Path
 
 from ..config import ConfigError
-from ..trainer import Trainer
+from ..training.trainer import Trainer
 from .sweep import Sweep, suggest, trial_config, write_best
 
 EXPERIMENT = "infofusion-sweep"
@@ -47,7 +47,7 @@ def _trainable(sweep: Sweep):
     def train_trial(params: dict) -> None:
         from ray import tune
 
-        from ..trainer import load_data_for_config
+        from ..training.trainer import load_data_for_config
         from .sweep import validation_only  # imported on the worker
 
         config = trial_config(base, params)

@@ -19,7 +19,7 @@ import numpy as np
 from ..config import ConfigError, config_hash
 from ..data.types import DataError
 from ..metrics import scalar_metrics, spread_over_runs
-from ..runs import RunDir, atomic_write_text
+from ..training.runs import RunDir, atomic_write_text
 
 # The columns the papers report: MELD/IEMOCAP (accuracy, weighted F1) and MOSI/MOSEI (MMSA's set).
 CLASSIFICATION_METRICS = ("acc", "weighted_f1")

@@ -28,15 +28,15 @@ from typing import Any
 
 import yaml
 
-from ..command_config import config_from_options, settable_config
 from ..config import ConfigError, parse_override, resolve_config
+from ..config.command import config_from_options, settable_config
+from ..config.trees import deep_merge
 from ..data.types import Dataset
 from ..metrics import LOWER_IS_BETTER, default_selection_metric
 from ..models import model_params
 from ..progress import StepProgress
-from ..runs import RunFolderError, atomic_write_text
-from ..trainer import Trainer, load_data_for_config
-from ..trees import deep_merge
+from ..training.runs import RunFolderError, atomic_write_text
+from ..training.trainer import Trainer, load_data_for_config
 from . import comparable_hash, load_named_yaml, setting_kind
 from .report import markdown_table
 

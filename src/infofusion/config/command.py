@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from .config import recipe_path, resolve_config
+from . import recipe_path, resolve_config
 
 if TYPE_CHECKING:
-    from .text.cost import SplitSizes
+    from ..text.cost import SplitSizes
 
 
 class CommandOptions(Protocol):
@@ -35,7 +35,7 @@ def config_from_options(options: CommandOptions, seed: int | None = None) -> dic
     if chosen_seed is not None:
         extra["seed"] = chosen_seed
     config = resolve_config(options.model, options.config, options.overrides, extra, options.recipe)
-    from .models import model_params  # imports torch: only once a command runs
+    from ..models import model_params  # imports torch: only once a command runs
 
     model_params(config)  # a bad model setting fails here, before a line is printed or data is read
     return config
@@ -44,9 +44,9 @@ def config_from_options(options: CommandOptions, seed: int | None = None) -> dic
 def describe_run(config: dict) -> str:
     """One line: the model, the recipe (or the defaults), the text representation and, when the data has
     transcripts, an estimate of the text step's duration (the data is read, not encoded, to count it)."""
-    from .data.split_wheels import missing_install
-    from .text import text_settings
-    from .text.cost import duration, text_step_seconds
+    from ..text import text_settings
+    from ..text.cost import duration, text_step_seconds
+    from ..text.split_wheels import missing_install
 
     recipe = config.get("recipe")
     model = config["model_name"]
@@ -79,8 +79,8 @@ def describe_run(config: dict) -> str:
 
 def transcribed_split_sizes(config: dict) -> SplitSizes | None:
     """Utterances per split of the data ``config`` names, or None when it has no transcripts."""
-    from .data import load_dataset
-    from .text.cost import SplitSizes
+    from ..data import load_dataset
+    from ..text.cost import SplitSizes
 
     if config["data"]["spec"] == "synthetic":
         return None  # generated vectors: no transcripts
@@ -98,9 +98,9 @@ def settable_config(config: dict) -> dict:
     its parameter class (what ``infofusion config`` prints)."""
     from dataclasses import fields
 
-    from .config import setting_name
-    from .models import get_model_class, model_params
-    from .models.base import SHARED_SETTINGS
+    from ..models import get_model_class, model_params
+    from ..models.base import SHARED_SETTINGS
+    from . import setting_name
 
     params = model_params(config)
     shared = set(SHARED_SETTINGS)

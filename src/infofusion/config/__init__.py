@@ -265,7 +265,7 @@ class TrainSection:
     select_metric: str = "auto"  # auto: the task's default (metrics.default_selection_metric)
     modality_dropout: Fraction = 0.0
     # Evaluate, select and keep a moving average of the weights over about this many epochs; 0: the
-    # weights of the last step (infofusion.weight_averaging).
+    # weights of the last step (infofusion.training.weight_averaging).
     ema_epochs: NonNegativeFloat = 0.0
     threads: NonNegativeInt = 0  # 0 leaves torch's default
     # N > 0: `infofusion train` trains seeds 1..N (or --seeds) into one seed-ensemble run (docs/workflow.md);
@@ -279,7 +279,7 @@ class TextSection:
     """``text``: the text front end (``infofusion.text``). ``sentence`` reads one context-free vector
     per utterance (``data.encoder``); ``frozen``/``finetune`` run a transformer over context windows;
     ``adapted`` fine-tunes it on the training labels first, then reads with it frozen
-    (``infofusion.text_adaptation``)."""
+    (``infofusion.text.adaptation``)."""
 
     mode: Literal["sentence", "frozen", "finetune", "adapted"] = "sentence"
     encoder: str = "all-MiniLM-L6-v2"  # the bundled MiniLM, a model directory or a Hugging Face name
@@ -486,7 +486,7 @@ def check_sections(config: dict) -> None:
 
 def data_loader_options() -> list[str]:
     """Keys of ``data`` the loaders read besides :class:`DataSection`'s: the synthetic generator's."""
-    from .data.synthetic import SyntheticSpec
+    from ..data.synthetic import SyntheticSpec
 
     return [f.name for f in fields(SyntheticSpec)]
 

@@ -9,7 +9,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from . import __version__
+from .. import __version__
 
 TRACKED_LIBRARIES = ("torch", "numpy", "pandas", "scikit-learn", "sentence-transformers", "transformers")
 

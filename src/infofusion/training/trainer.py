@@ -21,22 +21,18 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from .config import ConfigError, config_hash, train_settings
-from .data import load_dataset
-from .data.batching import Batch, DialogueLoader, as_utterance_dialogues
-from .data.labels import run_class_names, with_run_classes
-from .data.provenance import data_provenance
-from .data.standardize import check_statistics, training_statistics
-from .data.types import DataError, Dataset
-from .distributed import DistributedContext, wrap_for_training
-from .metrics import classification_metrics, default_selection_metric, is_improvement, regression_metrics
-from .models import DataInfo, InfoFusionModel, build_model, get_model_class, model_params
-from .models.base import probabilities
-from .progress import track
-from .randomness import restore_rng_state, rng_state, seed_everything
-from .runinfo import run_information
-from .runs import LoadedRun, RunDir, training_notes_silenced
-from .text import (
+from ..config import ConfigError, config_hash, train_settings
+from ..data import load_dataset
+from ..data.batching import Batch, DialogueLoader, as_utterance_dialogues
+from ..data.labels import run_class_names, with_run_classes
+from ..data.provenance import data_provenance
+from ..data.standardize import check_statistics, training_statistics
+from ..data.types import DataError, Dataset
+from ..metrics import classification_metrics, default_selection_metric, is_improvement, regression_metrics
+from ..models import DataInfo, InfoFusionModel, build_model, get_model_class, model_params
+from ..models.base import probabilities
+from ..progress import track
+from ..text import (
     ADAPTED_STATE_KEY,
     FRONT_END_KEY,
     AdaptedEncoder,
@@ -45,7 +41,11 @@ from .text import (
     text_settings,
     without_label_fit_features,
 )
-from .text_adaptation import adapt_text_front_end
+from ..text.adaptation import adapt_text_front_end
+from .distributed import DistributedContext, wrap_for_training
+from .randomness import restore_rng_state, rng_state, seed_everything
+from .runinfo import run_information
+from .runs import LoadedRun, RunDir, training_notes_silenced
 from .weight_averaging import WeightAverage
 
 # Environment hook for tests: hard-exit (as a kill would) right after the checkpoint of this epoch.

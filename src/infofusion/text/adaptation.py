@@ -5,8 +5,8 @@ utterances' emotions and extracts its features; DialogueRNN's text CNN is traine
 MMMIE paper's "frozen feature extractor" with an extractor that knows the task:
 
 1. a text classifier (``models/text_classifier.py``: the front end in ``finetune`` mode and a linear
-   head) is trained by the one :class:`~infofusion.trainer.Trainer` for ``text.adapt_epochs`` epochs of
-   ``text.adapt_batch_size`` utterances on the training split, with the main run's seed and text
+   head) is trained by the one :class:`~infofusion.training.trainer.Trainer` for ``text.adapt_epochs``
+   epochs of ``text.adapt_batch_size`` utterances on the training split, with the main run's seed and text
    settings, and its best epoch is kept by the main run's validation metric;
 2. its transformer's learned weights compute every utterance's vector once (cached on disk), and the
    model trains on those vectors like on any feature, for as many cheap epochs as it needs.
@@ -47,15 +47,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import ConfigError, resolve_config
-from .data.text_encoder import default_cache_dir, encoder_identity
-from .data.types import Dataset
-from .randomness import random_state_kept
-from .runs import RunDir, RunFolderError, load_checkpoint
-from .text import AdaptedEncoder
-from .text.prepare import all_windows
-from .text.settings import adapted_state_problem
-from .text.windows import windows_digest
+from ..config import ConfigError, resolve_config
+from ..data.types import Dataset
+from ..training.randomness import random_state_kept
+from ..training.runs import RunDir, RunFolderError, load_checkpoint
+from . import AdaptedEncoder
+from .encoders import default_cache_dir, encoder_identity
+from .prepare import all_windows
+from .settings import adapted_state_problem
+from .windows import windows_digest
 
 CLASSIFIER = "text_classifier"
 # The main run's settings the classifier shares; the rest of its training settings are its own YAML's.
@@ -85,7 +85,7 @@ def adaptation_config(config: dict) -> dict:
 
 def adaptation_key(classifier_config: dict, dataset: Dataset) -> str:
     """What the adapted weights depend on: the windows, each split's labels, the seed, the encoder's
-    weights (:func:`~infofusion.data.text_encoder.encoder_identity`, not its name or path) and the
+    weights (:func:`~infofusion.text.encoders.encoder_identity`, not its name or path) and the
     classifier's resolved settings (not the data's path, nor where and how fast the classifier runs)."""
     digest = hashlib.sha256(windows_digest(all_windows(dataset)).encode())
     for split in sorted(dataset.splits):

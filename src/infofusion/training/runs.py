@@ -56,12 +56,12 @@ import torch
 import yaml
 from torch import nn
 
-from .atomic import RunFolderError, atomic_write_bytes, atomic_write_text
-from .bounded_yaml import read_at_most
-from .config import MAX_ENSEMBLE, ConfigError, load_yaml, resolve_config
-from .errors import TrainingNote
-from .models import MODELS, DataInfo, InfoFusionModel, build_model
-from .trees import flat_items
+from ..atomic import RunFolderError, atomic_write_bytes, atomic_write_text
+from ..config import MAX_ENSEMBLE, ConfigError, load_yaml, resolve_config
+from ..config.bounded_yaml import read_at_most
+from ..config.trees import flat_items
+from ..errors import TrainingNote
+from ..models import MODELS, DataInfo, InfoFusionModel, build_model
 
 CONFIG = "config.yaml"
 BEST = "best.pt"
