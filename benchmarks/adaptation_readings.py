@@ -32,9 +32,9 @@ import torch
 
 from infofusion.config import resolve_config
 from infofusion.data.types import Dataset
-from infofusion.text import ADAPTED_STATE_KEY, FRONT_END_KEY, WindowReader, text_settings
+from infofusion.text import ADAPTED_STATE_KEY, WindowReader, text_settings
 from infofusion.text.adaptation import adaptation_config, adaptation_folder, fold_key, training_folds
-from infofusion.training.trainer import Trainer, load_data_for_config
+from infofusion.training.build import build_trainer, load_data_for_config
 
 
 def head_outputs(config: dict, dataset: Dataset, dialogues: list, folds: int) -> np.ndarray:
@@ -42,7 +42,7 @@ def head_outputs(config: dict, dataset: Dataset, dialogues: list, folds: int) ->
     classifier that did not learn it, the other splits' the mean over the classifiers."""
     text = text_settings(config)
     classifier = adaptation_config(config)
-    key = dataset.meta[FRONT_END_KEY]["adaptation"]
+    key = dataset.text_provenance.adaptation
     train_fold = training_folds(len(dataset.splits["train"]), folds, int(config["seed"]))
     # Each utterance's reader: its training dialogue's fold, -1 (every classifier) in the other splits.
     reader = np.concatenate(
@@ -116,7 +116,7 @@ def main() -> int:
             began = time.time()
             model_config = resolve_config(model, None, ["text.mode=frozen", *overrides], extra)
             output = Path(args.output) / Path(args.data).name / f"seed_{args.seed}" / reading / model
-            metrics = Trainer(model_config, output, dataset=dataset, echo=lambda _: None).fit()
+            metrics = build_trainer(model_config, output, dataset=dataset, echo=lambda _: None).fit()
             valid, seconds = metrics["valid"], time.time() - began
             print(
                 f"| {Path(args.data).name} | {args.seed} | {reading} | {model} "

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from infofusion.training.build import trainer_for_run
 from infofusion.training.trainer import Trainer
 
 SHUFFLED = ("audio", "visual")
@@ -42,7 +43,7 @@ def shuffle_across_utterances(trainer: Trainer, split: str, seed: int) -> None:
         vectors = [u.features[modality] for u in utterances]
         for utterance, index in zip(utterances, generator.permutation(len(vectors)), strict=True):
             utterance.features[modality] = vectors[index]
-    trainer.loaders[split] = trainer._loader(split, shuffle=False)
+    # The loaders collate batches as they are read: they see the shuffled vectors.
 
 
 def main() -> int:
@@ -55,7 +56,7 @@ def main() -> int:
     print("| run | modalities | valid acc | valid acc, a/v shuffled | test acc | test acc, a/v shuffled |")
     print("| --- | --- | --- | --- | --- | --- |")
     for folder in run_folders(args.runs):
-        trainer = Trainer.from_run(folder)
+        trainer = trainer_for_run(folder)
         scores = []
         for split in ("valid", "test"):
             scores.append(trainer.evaluate(split)["acc"])

@@ -101,7 +101,7 @@ def delete_session(base: str, name: str) -> int:
 # -- setup ------------------------------------------------------------------------------------------------
 def train_small(model: str, folder: Path, threads: int) -> Path:
     from infofusion.config import resolve_config
-    from infofusion.training.trainer import Trainer
+    from infofusion.training.build import trainer_for_config
 
     settings = [
         "train.epochs=2",
@@ -109,7 +109,7 @@ def train_small(model: str, folder: Path, threads: int) -> Path:
         "data.dialogues={train: 40, valid: 10, test: 30}",
     ]
     config = resolve_config(model, None, settings)
-    Trainer.from_config(config, folder, echo=lambda _: None).fit()
+    trainer_for_config(config, folder, echo=lambda _: None).fit()
     return folder
 
 

@@ -49,7 +49,7 @@ def current_rss_mb() -> float:
 def worker(model: str, spec: str, overrides: list[str], epochs: int, threads: int) -> dict:
     """One training run in this process; returns its timing and memory."""
     from infofusion.config import resolve_config
-    from infofusion.training.trainer import Trainer, load_data_for_config
+    from infofusion.training.build import build_trainer, load_data_for_config
 
     settings = [f"train.epochs={epochs}", f"train.patience={epochs}", f"train.threads={threads}", *overrides]
     config = resolve_config(model, None, settings, {"data": {"spec": spec}})
@@ -58,7 +58,7 @@ def worker(model: str, spec: str, overrides: list[str], epochs: int, threads: in
     prepare_seconds = time.perf_counter() - prepare_started
     before = current_rss_mb()
     with tempfile.TemporaryDirectory() as run_dir:
-        trainer = Trainer(config, run_dir, dataset=dataset, echo=lambda _: None)
+        trainer = build_trainer(config, run_dir, dataset=dataset, echo=lambda _: None)
         cpu_started = time.process_time()
         trainer.fit()
         cpu_seconds = time.process_time() - cpu_started

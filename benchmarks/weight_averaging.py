@@ -31,7 +31,8 @@ import torch
 
 from infofusion import metrics
 from infofusion.config import resolve_config
-from infofusion.training.trainer import Trainer, load_data_for_config
+from infofusion.training.build import build_trainer, load_data_for_config
+from infofusion.training.trainer import Trainer
 
 
 class RecordingTrainer(Trainer):
@@ -127,7 +128,9 @@ def main() -> None:
             for seed in [int(v) for v in args.model_seeds.split(",")]:
                 config = resolve_config(args.model, None, [f"seed={seed}", f"train.ema_epochs={ema}"], base)
                 folder = Path(scratch) / f"ema{ema}-seed{seed}"
-                trainer = RecordingTrainer(config, folder, dataset=dataset, echo=lambda _: None)
+                trainer = build_trainer(
+                    config, folder, dataset=dataset, echo=lambda _: None, trainer_class=RecordingTrainer
+                )
                 metrics = trainer.fit()
                 passes = trainer.valid_passes[:-1]  # the last pass is finish()'s, on the best epoch
                 classes = trainer.info.num_classes

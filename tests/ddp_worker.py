@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from infofusion.config import resolve_config
-from infofusion.training.trainer import Trainer
+from infofusion.training.build import trainer_for_config
 
 
 def main(output: str, model: str) -> None:
@@ -29,7 +29,7 @@ def main(output: str, model: str) -> None:
             }
         },
     )
-    trainer = Trainer.from_config(config, output)
+    trainer = trainer_for_config(config, output)
     seen: list[str] = []
     for epoch in range(2):
         trainer.loaders["train"].set_epoch(epoch)

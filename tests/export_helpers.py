@@ -4,7 +4,6 @@ that its ONNX graph gives the Predictor's outputs."""
 from __future__ import annotations
 
 import json
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ TINY = ["data.dialogues={train: 6, valid: 2, test: 6}"]
 def narrow(model: str) -> list[str]:
     """``model.hidden=16`` for a model with a shared width (LMF, MulT and the text classifier size
     themselves)."""
-    return ["model.hidden=16"] if "hidden" in {f.name for f in fields(MODELS[model].params_type)} else []
+    return ["model.hidden=16"] if MODELS[model].reads_hidden() else []
 
 
 def make_run(path: Path, model: str, *overrides: str) -> tuple[Path, list[Dialogue]]:

@@ -15,7 +15,7 @@ from infofusion.models import DataInfo, build_model
 from infofusion.models import misa as misa_module
 from infofusion.models.misa import soft_orthogonality
 from infofusion.models.tfn import tensor_fusion
-from infofusion.training.trainer import Trainer
+from infofusion.training.build import build_trainer
 
 BASELINES = ["tfn", "lmf", "mult", "misa"]
 TINY = {"dialogues": {"train": 3, "valid": 1, "test": 1}}
@@ -195,7 +195,7 @@ def test_misa_on_one_modality_has_no_similarity_term():
 # -- training through the one trainer -------------------------------------------------------------------
 def fit(name, data, tmp_path, *overrides):
     config = resolve_config(name, None, ["train.patience=100", "train.threads=1", *overrides])
-    metrics = Trainer(config, tmp_path, dataset=data, echo=lambda message: None).fit()
+    metrics = build_trainer(config, tmp_path, dataset=data, echo=lambda message: None).fit()
     history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
     for record in history:
         assert all(value == value and abs(value) < float("inf") for value in record["train"].values())

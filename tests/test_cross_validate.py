@@ -16,7 +16,8 @@ import pytest
 from data_factories import make_conversation_parts, write_dialogue_csvs, write_pickle
 from infofusion.config import ConfigError, resolve_config
 from infofusion.data.types import DataError, Dialogue, Utterance
-from infofusion.training.trainer import KILL_AFTER_EPOCH_ENV, load_data_for_config
+from infofusion.training.build import build_trainer, load_data_for_config
+from infofusion.training.trainer import KILL_AFTER_EPOCH_ENV
 from infofusion.workflow import cross_validate as cv
 from infofusion.workflow.cross_validate import (
     cross_validate,
@@ -91,20 +92,21 @@ def test_each_fold_runs_learns_chooses_and_scores_disjoint_training_dialogues():
     assert fold_plan(dialogues, 4, "dialogue", seed=0, valid_fraction=0.1) == plan
 
 
-class RecordingTrainer(cv.Trainer):
-    """The one Trainer, noting which dialogues each run learned, chose on and scored."""
+class RecordingTrainer:
+    """The one trainer builder, noting which dialogues each run learned, chose on and scored."""
 
     runs: list[tuple[str, dict[str, list[str]]]] = []
 
-    def __init__(self, config, output_dir, dataset=None, **kwargs):
+    @staticmethod
+    def build(config, output_dir, dataset=None, **kwargs):
         RecordingTrainer.runs.append(
             (Path(output_dir).name, {s: [d.id for d in ds] for s, ds in dataset.splits.items()})
         )
-        super().__init__(config, output_dir, dataset=dataset, **kwargs)
+        return build_trainer(config, output_dir, dataset=dataset, **kwargs)
 
 
 def test_the_dev_split_is_never_used_for_choosing_and_a_rerun_trains_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(cv, "Trainer", RecordingTrainer)
+    monkeypatch.setattr(cv, "build_trainer", RecordingTrainer.build)
     RecordingTrainer.runs = []
     config = resolve_config("late_fusion", None, [*SYNTHETIC, "train.epochs=2"])
     lines: list[str] = []

@@ -206,7 +206,7 @@ def test_label_fit_vectors_are_left_out_once_the_transcripts_give_the_text(tmp_p
     the transcripts, the audio and visual vectors are left out by default (with one warning), and
     ``data.modalities`` keeps them; sentence mode reads the file as it is."""
     from infofusion.config import resolve_config
-    from infofusion.training.trainer import load_data_for_config
+    from infofusion.training.build import load_data_for_config
     from text_fixtures import save_tiny_bert
 
     path = write_conversation_pickle(tmp_path / "mosi.pkl", n_dialogues=6)
@@ -226,19 +226,19 @@ def test_a_finished_run_reads_its_own_modalities_whatever_the_defaults_pick(tmp_
     """A run whose config left data.modalities unset is evaluated on the modalities it was trained on,
     even when the default that picks them (the label-fit rule) would now pick others."""
     from infofusion.config import resolve_config
-    from infofusion.training import trainer as trainer_module
+    from infofusion.training import build as build_module
 
     path = write_conversation_pickle(tmp_path / "mosi.pkl", n_dialogues=6)
     config = resolve_config(
         "late_fusion", None, [f"data.spec={path}", "train.epochs=1", "text.mode=sentence"]
     )
-    trainer_module.train(config, tmp_path / "run")
+    build_module.train(config, tmp_path / "run")
     monkeypatch.setattr(
-        trainer_module,
+        build_module,
         "without_label_fit_features",
         lambda dataset, text: dataset.select_modalities(["text"]),
     )
-    assert trainer_module.load_data_for_config(config).modalities == ["text"]  # the changed default
-    evaluated = trainer_module.Trainer.from_run(tmp_path / "run")
+    assert build_module.load_data_for_config(config).modalities == ["text"]  # the changed default
+    evaluated = build_module.trainer_for_run(tmp_path / "run")
     assert evaluated.dataset.modalities == ["text", "audio", "visual"]
     assert 0.0 <= evaluated.evaluate("test")["acc"] <= 1.0

@@ -11,7 +11,7 @@ from infofusion.config import resolve_config
 from infofusion.data.standardize import check_statistics, training_statistics
 from infofusion.data.synthetic import make_synthetic
 from infofusion.data.types import DataError
-from infofusion.training.trainer import Trainer
+from infofusion.training.build import build_trainer
 
 SMALL = {"dialogues": {"train": 10, "valid": 4, "test": 4}, "max_utterances": 5}
 
@@ -76,10 +76,10 @@ def test_on_by_default_and_the_option_changes_the_inputs(tmp_path):
     config = resolve_config("late_fusion", None, ["train.epochs=1", "train.threads=1"])
     assert config["data"]["standardize"] is True
     config["data"]["standardize"] = False
-    plain = Trainer(config, tmp_path / "a", dataset=make_synthetic(SMALL), echo=print)
+    plain = build_trainer(config, tmp_path / "a", dataset=make_synthetic(SMALL), echo=print)
     assert plain.info.feature_scaling is None
     config["data"]["standardize"] = True
-    scaled = Trainer(config, tmp_path / "b", dataset=make_synthetic(SMALL), echo=print)
+    scaled = build_trainer(config, tmp_path / "b", dataset=make_synthetic(SMALL), echo=print)
     batch = next(iter(scaled.loaders["train"]))
     assert scaled.info.feature_scaling is not None
     assert abs(float(batch.flat(batch.features["audio"]).mean())) < 0.5
@@ -109,7 +109,9 @@ def test_by_default_unscaled_features_train_as_their_scaled_originals(tmp_path, 
     spread = with_mosi_audio_spread(make_synthetic(SMALL))
 
     def first_epoch(name, dataset, *extra):
-        Trainer(resolve_config(model, None, [*settings, *extra]), tmp_path / name, dataset=dataset).fit()
+        build_trainer(
+            resolve_config(model, None, [*settings, *extra]), tmp_path / name, dataset=dataset
+        ).fit()
         with open(tmp_path / name / "history.jsonl", encoding="utf-8") as lines:
             return json.loads(lines.readline())["train"]
 

@@ -17,8 +17,8 @@ from infofusion.data import load_dataset
 from infofusion.inference import Predictor
 from infofusion.inference.predictor import EnsemblePredictor
 from infofusion.metrics import classification_metrics, regression_metrics
+from infofusion.training.build import trainer_for_run
 from infofusion.training.runs import RunFolderError
-from infofusion.training.trainer import Trainer
 from infofusion.workflow.report import build_report, build_summary, read_records
 
 torch.set_num_threads(1)
@@ -116,7 +116,7 @@ def test_evaluate_scores_the_mean_probabilities_as_one_model(runs, capsys):
     assert main(["evaluate", str(pair), "--split", "test"]) == 0
     scored = json.loads(capsys.readouterr().out)
     # Scored by hand: the members' own trainers, their probabilities averaged.
-    predicted = [Trainer.from_run(pair / f"seed_{s}").predict("test") for s in (1, 2)]
+    predicted = [trainer_for_run(pair / f"seed_{s}").predict("test") for s in (1, 2)]
     mean = np.mean([p["probabilities"] for p in predicted], axis=0)
     by_hand = classification_metrics(mean.argmax(axis=-1), predicted[0]["labels"], 4, None)
     assert scored["split"] == "test"
@@ -132,7 +132,7 @@ def test_evaluate_a_regression_ensemble(runs, capsys):
     run = runs["regression"]
     assert main(["evaluate", str(run), "--split", "valid"]) == 0
     scored = json.loads(capsys.readouterr().out)
-    predicted = [Trainer.from_run(run / f"seed_{s}").predict("valid") for s in (1, 2)]
+    predicted = [trainer_for_run(run / f"seed_{s}").predict("valid") for s in (1, 2)]
     mean = np.mean([p["predictions"] for p in predicted], axis=0)
     assert scored["mae"] == pytest.approx(regression_metrics(mean, predicted[0]["labels"])["mae"])
 
@@ -242,7 +242,7 @@ def test_an_ensemble_description_pointing_outside_its_folder_is_refused(runs, tm
 
 def test_what_reads_one_run_names_the_members(runs):
     with pytest.raises(ConfigError, match="is a seed ensemble .* name one of its member folders"):
-        Trainer.from_run(runs["pair"])
+        trainer_for_run(runs["pair"])
 
 
 # -- the settings ---------------------------------------------------------------------------------------

@@ -100,7 +100,7 @@ def test_missing_modalities_follow_present(tmp_path):
 def test_a_model_with_a_text_front_end_is_refused_clearly(tmp_path, capsys):
     from data_factories import write_dialogue_csvs
     from infofusion.config import resolve_config
-    from infofusion.training.trainer import Trainer
+    from infofusion.training.build import trainer_for_config
     from text_fixtures import save_tiny_bert
 
     csvs = write_dialogue_csvs(tmp_path / "csv", "plain", dialogues={"train": 3, "valid": 2, "test": 1})
@@ -112,7 +112,7 @@ def test_a_model_with_a_text_front_end_is_refused_clearly(tmp_path, capsys):
         "train.threads=1",
     ]
     run = tmp_path / "mmim"
-    Trainer.from_config(resolve_config("mmim", None, settings), run, echo=lambda _: None).fit()
+    trainer_for_config(resolve_config("mmim", None, settings), run, echo=lambda _: None).fit()
     with pytest.raises(ExportError, match="text front end"):
         export_onnx(run)
     assert main(["export", str(run), "--format", "onnx"]) == 2

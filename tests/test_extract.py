@@ -174,7 +174,7 @@ def test_face_features_see_the_drawn_face_and_not_the_shapes(corpus):
 
 
 def test_pickle_loads_and_trains_one_epoch(corpus, tmp_path):
-    from infofusion.training.trainer import Trainer
+    from infofusion.training.build import trainer_for_config
 
     _, _, result = corpus
     path = write_conversation_pickle(result, tmp_path / "features.pkl")
@@ -193,7 +193,7 @@ def test_pickle_loads_and_trains_one_epoch(corpus, tmp_path):
     config = resolve_config(
         "late_fusion", None, ["train.threads=1", "train.batch_size=4", "train.epochs=1", f"data.spec={path}"]
     )
-    metrics = Trainer.from_config(config, tmp_path / "run", echo=lambda _: None).fit()
+    metrics = trainer_for_config(config, tmp_path / "run", echo=lambda _: None).fit()
     assert "valid" in metrics and "test" in metrics
 
 
@@ -494,7 +494,7 @@ def test_predicting_a_manifest_marks_missing_media_and_placeholders(tmp_path):
     """From media to predictions: a run trained on an extracted pickle with modality dropout, then a new
     manifest whose one WAV is missing: that utterance is predicted from text alone and says so."""
     from infofusion.inference import Predictor, load_input
-    from infofusion.training.trainer import Trainer
+    from infofusion.training.build import trainer_for_config
 
     for index in range(4):
         write_speechlike(tmp_path / f"a{index}.wav", f0=110 + 30 * index)
@@ -517,7 +517,7 @@ def test_predicting_a_manifest_marks_missing_media_and_placeholders(tmp_path):
         extract_dialogues(write_csv(tmp_path / "train.csv", rows, COLUMNS), options), tmp_path / "f.pkl"
     )
     settings = ["train.threads=1", "train.epochs=1", "train.modality_dropout=0.3", f"data.spec={path}"]
-    Trainer.from_config(
+    trainer_for_config(
         resolve_config("late_fusion", None, settings), tmp_path / "run", echo=lambda _: None
     ).fit()
 

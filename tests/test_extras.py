@@ -48,7 +48,7 @@ def test_the_cli_prints_one_line_and_exits_2(argv, hidden, extra, monkeypatch, c
     argv = [str(tmp_path / a) if a in ("RUN", "OUT") else a for a in argv]
     if argv[0] in ("serve", "export"):
         from infofusion.config import resolve_config
-        from infofusion.training.trainer import train
+        from infofusion.training.build import train
 
         train(resolve_config("late_fusion", None, ["train.epochs=1", "train.threads=1"]), tmp_path / "RUN")
         capsys.readouterr()

@@ -20,7 +20,7 @@ from infofusion.data import load_dataset
 from infofusion.data.batching import collate
 from infofusion.data.types import DataError, Dialogue, Utterance
 from infofusion.inference import Predictor, dialogues_from_json, load_input, read_dataset_dialogues
-from infofusion.training.trainer import Trainer
+from infofusion.training.build import trainer_for_run
 
 torch.set_num_threads(1)
 SMALL = [
@@ -86,7 +86,7 @@ def test_predictor_matches_the_trainer_on_every_batch_size(runs, model, capsys):
     data = read_dataset_dialogues("synthetic", predictor)
     test = [d for d, split in zip(data.dialogues, data.splits, strict=True) if split == "test"]
     results = predictor.predict(test, labels=True, label_names=data.label_names)
-    expected = Trainer.from_run(runs[model], None).predict("test")
+    expected = trainer_for_run(runs[model], None).predict("test")
     np.testing.assert_allclose(probabilities(results), expected["probabilities"], atol=1e-5)
     # Padding never leaks into predictions: one dialogue (utterance) per pass gives the same numbers.
     alone = predictor.predict(test, batch_size=1)
@@ -110,7 +110,7 @@ def test_the_training_data_is_never_read(runs, monkeypatch, tmp_path):
 
     monkeypatch.setattr("infofusion.data.load_dataset", refuse)
     monkeypatch.setattr("infofusion.data.synthetic.make_synthetic", refuse)
-    monkeypatch.setattr("infofusion.training.trainer.load_dataset", refuse)
+    monkeypatch.setattr("infofusion.training.build.load_dataset", refuse)
     predictor = Predictor.from_run(runs["bc_lstm"])
     results = predictor.predict(load_input(str(path), predictor).dialogues)
     assert len(results[0].utterances) == len(dialogues[0])
@@ -314,7 +314,7 @@ def csv_run(tmp_path_factory) -> tuple[Path, Path]:
 def test_transcripts_are_encoded_with_the_runs_encoder(csv_run, tmp_path):
     run, data = csv_run
     predictor = Predictor.from_run(run)
-    assert predictor.text_origin.kind == "encoder" and predictor.text_origin.encoder == "hashing-64"
+    assert predictor.text_provenance.kind == "sentence" and predictor.text_provenance.encoder == "hashing-64"
     loaded = read_dataset_dialogues(str(data), predictor)  # features encoded by the CSV loader
     assert len(loaded.dialogues) == 10 and loaded.splits.count("test") == 2  # ids repeat across splits
     expected = predictor.predict(loaded.dialogues[:3])
@@ -340,7 +340,7 @@ def test_a_moved_csv_run_still_encodes_transcripts(csv_run, tmp_path):
     config["data"]["spec"] = "elsewhere/meld_csvs"  # no longer there, and relative
     (moved / "config.yaml").write_text(yaml.safe_dump(config))
     predictor = Predictor.from_run(moved)
-    assert (predictor.text_origin.kind, predictor.text_origin.encoder) == ("encoder", "hashing-64")
+    assert (predictor.text_provenance.kind, predictor.text_provenance.encoder) == ("sentence", "hashing-64")
     [result] = predictor.predict([Dialogue("d", [Utterance({}, "Monica", 0, "Okay.")])])
     assert result.utterances[0].modalities == ["text"]
 

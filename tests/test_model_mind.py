@@ -16,7 +16,7 @@ from infofusion.data.batching import DialogueLoader, as_utterance_dialogues
 from infofusion.data.synthetic import make_synthetic
 from infofusion.models import DataInfo, build_model
 from infofusion.models import mind as mind_module
-from infofusion.training.trainer import Trainer
+from infofusion.training.build import build_trainer, trainer_for_config
 from infofusion.workflow.plots import collect_component_codes, plot_codes, write_codes_figure
 
 SMALL = {"dialogues": {"train": 8, "valid": 4, "test": 4}, "max_utterances": 6}
@@ -174,7 +174,9 @@ def test_difference_term_lowers_hsic_of_shared_and_private(tmp_path):
     overrides = ["train.epochs=8", "train.patience=100", "mind.gamma=10"]
     results = {}
     for name, extra in (("with", []), ("without", ["mind.diff=false"])):
-        trainer = Trainer(config(*overrides, *extra), tmp_path / name, dataset=data, echo=lambda _: None)
+        trainer = build_trainer(
+            config(*overrides, *extra), tmp_path / name, dataset=data, echo=lambda _: None
+        )
         before = trainer.model.epoch_diagnostics(trainer.loader("valid"))["hsic_S_P"]
         trainer.fit()
         last = (tmp_path / name / "history.jsonl").read_text().splitlines()[-1]
@@ -186,7 +188,7 @@ def test_difference_term_lowers_hsic_of_shared_and_private(tmp_path):
 
 def test_batches_of_two_and_one_stay_finite(tmp_path):
     data = make_synthetic({"dialogues": {"train": 3, "valid": 2, "test": 2}, "max_utterances": 5})
-    trainer = Trainer(config("train.batch_size=2"), tmp_path, dataset=data, echo=lambda _: None)
+    trainer = build_trainer(config("train.batch_size=2"), tmp_path, dataset=data, echo=lambda _: None)
     metrics = trainer.fit()  # raises on a non-finite loss
     assert math.isfinite(metrics["valid"]["acc"])
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
@@ -197,7 +199,7 @@ def test_batches_of_two_and_one_stay_finite(tmp_path):
 
 def test_synthetic_regression_with_frame_sequences(tmp_path):
     data = make_synthetic({**SMALL, "task": "regression", "frames": 5, "text_frames": 6})
-    trainer = Trainer(config(), tmp_path, dataset=data, echo=lambda _: None)
+    trainer = build_trainer(config(), tmp_path, dataset=data, echo=lambda _: None)
     assert all(encoder.sequence for encoder in trainer.model.encoders.values())
     batch = next(iter(trainer.loader("train")))
     assert trainer.model(batch).predictions.shape == batch.mask.shape
@@ -210,7 +212,9 @@ def test_synthetic_regression_with_frame_sequences(tmp_path):
 def test_mmsa_pickle_layout(tmp_path):
     path = write_mmsa_pickle(tmp_path / "mmsa.pkl")
     data = load_dataset(str(path), config()["data"])
-    metrics = Trainer(config("train.epochs=1"), tmp_path / "run", dataset=data, echo=lambda _: None).fit()
+    metrics = build_trainer(
+        config("train.epochs=1"), tmp_path / "run", dataset=data, echo=lambda _: None
+    ).fit()
     assert math.isfinite(metrics["valid"][next(iter(metrics["valid"]))])
 
 
@@ -276,7 +280,7 @@ def test_tsne_png_from_a_model(tmp_path):
 
 def test_plot_tsne_from_a_run_folder(tmp_path):
     run_config = config("train.epochs=1", "data.dialogues={train: 6, valid: 3, test: 3}")
-    Trainer.from_config(run_config, tmp_path / "run", echo=lambda _: None).fit()
+    trainer_for_config(run_config, tmp_path / "run", echo=lambda _: None).fit()
     written = plot_codes(tmp_path / "run", None, "test", tmp_path / "figure" / "tsne.png")
     assert written == tmp_path / "figure" / "tsne.png"
     assert_real_png(written)

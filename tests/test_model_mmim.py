@@ -330,9 +330,9 @@ def test_ablation_switches_remove_their_terms(monkeypatch, switch, expected_term
 
 # -- through the trainer: selection on valid, seeding, loader cleaning --------------------------------
 def trainer_for(tmp_path, data, *overrides):
-    from infofusion.training.trainer import Trainer
+    from infofusion.training.build import build_trainer
 
-    return Trainer(config("train.threads=1", *overrides), tmp_path, dataset=data)
+    return build_trainer(config("train.threads=1", *overrides), tmp_path, dataset=data)
 
 
 def test_same_seed_gives_identical_metrics(tmp_path):

@@ -12,7 +12,7 @@ from infofusion.config import apply_overrides, load_yaml, resolve_config
 from infofusion.data.batching import DialogueLoader
 from infofusion.data.synthetic import make_synthetic
 from infofusion.models import DataInfo, build_model
-from infofusion.training.trainer import Trainer
+from infofusion.training.build import build_trainer
 from stage_steps import changed_since, main_parameter_names, snapshot, take_main_step, take_stage_step
 
 SMALL = {"dialogues": {"train": 8, "valid": 4, "test": 4}, "max_utterances": 6}
@@ -229,7 +229,7 @@ def history(folder):
 
 def test_trains_at_batch_size_two_and_logs_mi_curves(tmp_path):
     data = make_synthetic({**SMALL, "num_classes": 3})
-    metrics = Trainer(config("train.threads=1"), tmp_path, dataset=data, echo=lambda _: None).fit()
+    metrics = build_trainer(config("train.threads=1"), tmp_path, dataset=data, echo=lambda _: None).fit()
     assert 0.0 <= metrics["valid"]["acc"] <= 1.0 and "test" in metrics
     records = history(tmp_path)
     assert len(records) == 3
@@ -243,7 +243,7 @@ def test_trains_at_batch_size_two_and_logs_mi_curves(tmp_path):
 
 def test_one_modality_trains_without_mi_but_with_msi_and_identity(tmp_path):
     data = make_synthetic(SMALL).select_modalities(["text"])
-    trainer = Trainer(config("train.threads=1"), tmp_path, dataset=data, echo=lambda _: None)
+    trainer = build_trainer(config("train.threads=1"), tmp_path, dataset=data, echo=lambda _: None)
     assert not trainer.model.mine and trainer.model.identity is not None
     trainer.fit()
     for record in history(tmp_path):
@@ -261,7 +261,7 @@ def test_monitor_logs_the_curve_of_a_term_that_is_not_optimised(tmp_path, monkey
 
     monkeypatch.setattr(mi.MINE, "estimate", counted)
     overrides = ("train.threads=1", "train.epochs=2", "mmmie.mine=false", "mmmie.monitor=true")
-    Trainer(config(*overrides), tmp_path, dataset=make_synthetic(SMALL), echo=lambda _: None).fit()
+    build_trainer(config(*overrides), tmp_path, dataset=make_synthetic(SMALL), echo=lambda _: None).fit()
     assert calls["training"] == 0  # never part of a loss
     for record in history(tmp_path):
         assert "mi" not in record["train"] and "stage_estimators" in record["train"]

@@ -12,7 +12,7 @@ import yaml
 from infofusion import cli
 from infofusion.config import ConfigError, resolve_config, settings_of
 from infofusion.models import MODELS, model_params
-from infofusion.training import trainer
+from infofusion.training import build as trainer
 from infofusion.workflow import ablate
 
 torch.set_num_threads(1)
@@ -141,7 +141,7 @@ def test_the_trainer_checks_parameters_before_it_loads_data(tmp_path, monkeypatc
 
     monkeypatch.setattr(trainer, "load_data_for_config", no_data)
     with pytest.raises(ConfigError, match="mmmie.alpah"):
-        trainer.Trainer.from_config(
+        trainer.trainer_for_config(
             resolve_config("mmmie", None, ["mmmie.alpah=0.2"]), tmp_path, echo=lambda _: None
         )
 

@@ -7,8 +7,6 @@ ONNX parity for a model that declares itself ``exportable``, a clean ``ExportErr
 
 from __future__ import annotations
 
-from dataclasses import fields
-
 import numpy as np
 import pytest
 import torch
@@ -17,8 +15,8 @@ from infofusion.config import resolve_config
 from infofusion.data.batching import DialogueLoader, as_utterance_dialogues
 from infofusion.data.synthetic import make_synthetic
 from infofusion.models import MODELS, DataInfo, build_model
+from infofusion.training.build import trainer_for_config, trainer_for_run
 from infofusion.training.runs import RunDir
-from infofusion.training.trainer import Trainer
 
 torch.set_num_threads(1)
 SMALL = [
@@ -31,7 +29,7 @@ NAMES = sorted(MODELS)
 
 def small_config(name: str, *overrides: str) -> dict:
     # Narrow where the model has a shared width (LMF, MulT and the text classifier size themselves).
-    narrow = ["model.hidden=16"] if "hidden" in {f.name for f in fields(MODELS[name].params_type)} else []
+    narrow = ["model.hidden=16"] if MODELS[name].reads_hidden() else []
     return resolve_config(name, None, [*SMALL, *narrow, *overrides])
 
 
@@ -65,11 +63,11 @@ def trained_runs(tmp_path_factory):
             folder = tmp_path_factory.mktemp(name)
             config = small_config(name, "train.epochs=2", "train.patience=5")
             with pytest.raises(Interrupted):
-                Trainer.from_config(
+                trainer_for_config(
                     config, folder, callbacks=[stop_after_first_epoch], echo=lambda _: None
                 ).fit()
             assert RunDir(folder).metrics() is None  # not finished
-            Trainer.from_config(config, folder, echo=lambda _: None).fit(resume=True)
+            trainer_for_config(config, folder, echo=lambda _: None).fit(resume=True)
             runs[name] = RunDir(folder)
         return runs[name]
 
@@ -97,7 +95,7 @@ def test_forward_and_backward(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_one_training_step_changes_every_stage(name, tmp_path):
     config = small_config(name, "train.epochs=1")
-    trainer = Trainer.from_config(config, tmp_path, echo=lambda _: None)
+    trainer = trainer_for_config(config, tmp_path, echo=lambda _: None)
     groups = {stage.name: stage.parameters for stage in trainer.stages}
     groups["main"] = [p for group in trainer.optimizer.param_groups for p in group["params"]]
     before = {name: [p.detach().clone() for p in params] for name, params in groups.items()}
@@ -128,7 +126,7 @@ def test_predictor_round_trip(name, trained_runs):
     input_data = read_dataset_dialogues(str(predictor.config["data"]["spec"]), predictor)
     results = predictor.predict(input_data.dialogues, **input_data.predict_options())
     test_rows = [u for r in results if r.split == "test" for u in r.utterances]
-    expected = Trainer.from_run(run.path).predict("test")
+    expected = trainer_for_run(run.path).predict("test")
     if predictor.info.task == "classification":
         got = np.array([[u.probabilities[c] for c in predictor.classes] for u in test_rows])
         np.testing.assert_allclose(got, expected["probabilities"], atol=1e-5)

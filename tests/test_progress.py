@@ -55,7 +55,7 @@ def test_trainer_epochs_report_batches_on_a_log(tmp_path, capsys, monkeypatch):
     """A long epoch of a real training run writes periodic batch lines to stderr (not a log's stdout)."""
     import infofusion.progress as progress_module
     from infofusion.config import resolve_config
-    from infofusion.training.trainer import train
+    from infofusion.training.build import train
 
     monkeypatch.setattr(progress_module, "QUIET_SECONDS", 0.0)
     monkeypatch.setattr(progress_module, "LINE_SECONDS", 0.0)

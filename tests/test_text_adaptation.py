@@ -22,8 +22,9 @@ from infofusion.text import (
 from infofusion.text import adaptation as text_adaptation
 from infofusion.text.adaptation import adapt_text_front_end, training_folds
 from infofusion.text.encoders import load_tokenizer
+from infofusion.training.build import build_trainer, load_data_for_config, trainer_for_config
 from infofusion.training.runs import RunDir
-from infofusion.training.trainer import Trainer, load_data_for_config
+from infofusion.training.trainer import Trainer
 from text_fixtures import save_tiny_bert
 
 # One classifier for the whole training split (the default), and cross-fitted over two folds.
@@ -49,7 +50,7 @@ def config_for(model: str, data, encoder: str, cache, *overrides: str) -> dict:
 
 
 def train(config: dict, output, lines: list[str]) -> Trainer:
-    trainer = Trainer.from_config(config, output, echo=lines.append)
+    trainer = trainer_for_config(config, output, echo=lines.append)
     trainer.fit()
     return trainer
 
@@ -130,7 +131,7 @@ def test_adapted_text_with_a_learned_identity_in_the_transformer_is_refused(
 def test_the_text_classifier_needs_text(tmp_path):
     config = resolve_config("text_classifier", None, ["data.spec=synthetic", "data.modalities=audio,visual"])
     with pytest.raises(ConfigError, match="text_classifier reads the text modality"):
-        Trainer.from_config(config, tmp_path / "run", echo=lambda _: None)
+        trainer_for_config(config, tmp_path / "run", echo=lambda _: None)
 
 
 def test_preparing_adapted_text_without_a_trainer_is_a_config_error(dialogue_csvs, tiny_encoder):
@@ -159,13 +160,12 @@ def test_each_fold_classifier_learns_every_training_dialogue_but_its_fold(
     windowed = load_data_for_config({**config, "text": {**config["text"], "mode": "finetune"}})
     learned: list[set[str]] = []
 
-    class RecordingTrainer(Trainer):
-        def __init__(self, classifier, output, dataset, echo):
-            learned.append({d.id for d in dataset.splits["train"]})
-            assert "test" not in dataset.splits  # epochs are chosen on the validation split only
-            super().__init__(classifier, output, dataset=dataset, echo=echo)
+    def recording_build(classifier, output, dataset, echo):
+        learned.append({d.id for d in dataset.splits["train"]})
+        assert "test" not in dataset.splits  # epochs are chosen on the validation split only
+        return build_trainer(classifier, output, dataset=dataset, echo=echo)
 
-    adapted = adapt_text_front_end(config, windowed, RecordingTrainer, echo=lambda _: None)
+    adapted = adapt_text_front_end(config, windowed, recording_build, echo=lambda _: None)
     train = windowed.splits["train"]
     assert adapted.train_fold == training_folds(len(train), 2, config["seed"])
     assert len(learned) == len(adapted.states) == 2
@@ -303,3 +303,23 @@ def test_text_prepare_is_the_text_step_on_its_own_and_training_then_only_reads(
     assert cli.main(["train", *train_options]) == 0
     assert "adapting " not in capsys.readouterr().out
     assert list((cache / "text-adapted").iterdir()) == [adaptation]
+
+
+def test_an_adaptation_keeps_its_encoder_as_a_model_folder_that_reads_the_same(
+    tmp_path, dialogue_csvs, tiny_encoder
+):
+    """The adapted transformer is written as an ordinary model folder (safetensors); read frozen through
+    ``text.encoder=<that folder>`` it gives the vectors the adaptation gave."""
+    cache = tmp_path / "cache"
+    adapted = load_data_for_config(config_for("late_fusion", dialogue_csvs, tiny_encoder, cache, *ADAPTED))
+    (folder,) = (cache / "text-adapted").iterdir()
+    exported = folder / text_adaptation.ENCODER_FOLDER
+    assert (exported / "model.safetensors").is_file() and (exported / "config.json").is_file()
+    assert not RunDir(folder).last_path.exists()  # the resumable checkpoint is not kept in the cache
+    frozen = config_for("late_fusion", dialogue_csvs, str(exported), tmp_path / "other", "text.mode=frozen")
+    read = load_data_for_config(frozen)
+    assert read.text_provenance.encoder == str(exported) and read.text_provenance.mode == "frozen"
+    for split, dialogues in adapted.splits.items():
+        for mine, theirs in zip(dialogues, read.splits[split], strict=True):
+            for a, b in zip(mine.utterances, theirs.utterances, strict=True):
+                np.testing.assert_allclose(a.features["text"], b.features["text"], atol=1e-5)

@@ -20,8 +20,8 @@ import torch
 from data_factories import write_dialogue_csvs
 from infofusion.config import resolve_config
 from infofusion.data import HashingTextEncoder, TextEncoder, encode_cached, load_dialogue_csvs
-from infofusion.text import FRONT_END_KEY, load_transformer, text_settings
 from infofusion.text import adaptation as text_adaptation
+from infofusion.text import load_transformer, text_settings
 from infofusion.text.adaptation import adapt_text_front_end, adaptation_config, adaptation_key
 from infofusion.text.encoders import (
     TextEncoderError,
@@ -32,8 +32,8 @@ from infofusion.text.encoders import (
     write_array_atomically,
 )
 from infofusion.text.settings import resolve_encoder_paths
+from infofusion.training.build import load_data_for_config
 from infofusion.training.runs import RunDir, RunFolderError, atomic_torch_save
-from infofusion.training.trainer import load_data_for_config
 from text_fixtures import TINY_HIDDEN, save_tiny_bert, tiny_bert
 
 ADAPTED = ["text.mode=adapted", "text.finetune_layers=1", "text.adapt_epochs=1"]
@@ -129,7 +129,7 @@ def test_a_relative_encoder_path_is_recorded_absolute_and_reads_the_same_folder_
     sentence = load_dialogue_csvs(dialogue_csvs, encoder="./models/encoder", cache_dir=tmp_path / "cache")
     assert sentence.meta["encoder"] == absolute
     frozen = load_data_for_config({**config, "text": {**config["text"], "mode": "frozen"}}, print)
-    assert frozen.meta[FRONT_END_KEY]["encoder"] == absolute
+    assert frozen.text_provenance.encoder == absolute
     assert text_settings(config).encoder == absolute
     identity = encoder_identity("./models/encoder")
 
@@ -348,8 +348,8 @@ def test_a_run_records_a_relative_encoder_folder_absolute_and_resumes_from_the_s
     the same config."""
     from data_factories import write_dialogue_csvs
     from infofusion.config import resolve_config
+    from infofusion.training.build import train
     from infofusion.training.runs import RunDir
-    from infofusion.training.trainer import train
     from text_fixtures import save_tiny_bert
 
     monkeypatch.chdir(tmp_path)
@@ -371,7 +371,7 @@ def test_predicting_a_data_set_training_read_reuses_its_cached_vectors_and_reads
     transformer pass), and gives the predictions a fresh pass gives."""
     from infofusion.inference import Predictor, load_input
     from infofusion.text import prepare
-    from infofusion.training.trainer import train
+    from infofusion.training.build import train
 
     cache = tmp_path / "cache"
     config = config_for(dialogue_csvs, tiny_encoder, cache, "text.mode=frozen", "train.epochs=1")

@@ -11,7 +11,7 @@ from data_factories import write_dialogue_csvs
 from infofusion.config import ConfigError, resolve_config
 from infofusion.data.batching import DialogueLoader, speaker_vocabulary
 from infofusion.models import DataInfo, build_model
-from infofusion.training.trainer import load_data_for_config
+from infofusion.training.build import load_data_for_config
 from text_fixtures import save_tiny_bert
 
 

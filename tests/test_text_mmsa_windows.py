@@ -14,7 +14,7 @@ from infofusion.data.types import Dialogue, Utterance
 from infofusion.text import WindowSpec
 from infofusion.text.prepare import attach_dialogue_windows, token_window
 from infofusion.text.windows import IDS, SEGMENT, TARGET, TURN, SpecialTokens
-from infofusion.training.trainer import Trainer, load_data_for_config
+from infofusion.training.build import build_trainer, load_data_for_config
 from text_fixtures import save_tiny_bert
 
 SPECIAL = SpecialTokens(cls=101, sep=102, pad=0)
@@ -102,6 +102,6 @@ def test_an_mmsa_pickle_without_transcripts_trains_mmim_through_the_front_end(tm
     utterance = dataset.splits["train"][0].utterances[1]
     assert utterance.text is None and utterance.window[IDS][0] == 101
     assert set(utterance.window[TURN].tolist()) == {1}
-    trainer = Trainer(config, tmp_path / "run", dataset=dataset, echo=lambda _: None)
+    trainer = build_trainer(config, tmp_path / "run", dataset=dataset, echo=lambda _: None)
     assert trainer.model.text_front_end is not None and trainer.model.text_from_front_end
     assert math.isfinite(trainer.fit()["valid"]["mae"])

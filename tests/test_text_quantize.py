@@ -24,7 +24,7 @@ from infofusion.text.encoders import load_tokenizer
 from infofusion.text.frontend import special_tokens
 from infofusion.text.prepare import memoized_tokenizer
 from infofusion.text.windows import WindowSpec, build_dialogue_windows
-from infofusion.training.trainer import load_data_for_config
+from infofusion.training.build import load_data_for_config
 from text_fixtures import save_tiny_bert
 
 COSINE_BOUND = 0.99  # the bar on real transcripts; the tiny model's worst window measured 0.9999999

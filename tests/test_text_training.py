@@ -9,7 +9,8 @@ import torch
 from data_factories import write_dialogue_csvs
 from infofusion.config import resolve_config
 from infofusion.text.windows import TURN
-from infofusion.training.trainer import Trainer, load_data_for_config
+from infofusion.training.build import build_trainer, load_data_for_config, trainer_for_config
+from infofusion.training.trainer import Trainer
 from text_fixtures import save_tiny_bert
 
 
@@ -48,7 +49,7 @@ def test_finetune_trains_the_transformer_end_to_end(tmp_path, dialogue_csvs, tin
     dataset = load_data_for_config(config)
     utterance = dataset.splits["train"][0].utterances[2]
     assert utterance.window is not None and set(utterance.window[TURN].tolist()) == {0, 1, 2}
-    trainer = Trainer(config, tmp_path / "run", dataset=dataset, echo=lambda _: None)
+    trainer = build_trainer(config, tmp_path / "run", dataset=dataset, echo=lambda _: None)
     before = front_end_weights(trainer)
     metrics = trainer.fit()
     after = front_end_weights(trainer)
@@ -77,7 +78,7 @@ def test_frozen_vectors_are_computed_once_and_cached(tmp_path, dialogue_csvs, ti
     )
     assert not (causal.splits["train"][1].utterances[3].features["text"] == first.features["text"]).all()
     assert len(list((cache / "text-windows").glob("*.npy"))) == 2
-    trainer = Trainer(config, tmp_path / "run", dataset=dataset, echo=lambda _: None)
+    trainer = build_trainer(config, tmp_path / "run", dataset=dataset, echo=lambda _: None)
     assert trainer.model.text_front_end is None
     assert 0.0 <= trainer.fit()["valid"]["weighted_f1"] <= 1.0
 
@@ -111,7 +112,7 @@ def test_the_predictor_reads_new_dialogues_as_training_did(
     from infofusion.inference import Predictor
 
     config = text_config(model, dialogue_csvs, tiny_encoder, tmp_path / "cache", *overrides)
-    trainer = Trainer.from_config(config, tmp_path / "run", echo=lambda _: None)
+    trainer = trainer_for_config(config, tmp_path / "run", echo=lambda _: None)
     trainer.fit()
     expected = trainer.predict("valid")["probabilities"]
     # the predictor gets raw transcripts and speakers only, as a user's input would be

@@ -13,8 +13,9 @@ from infofusion.config import resolve_config
 from infofusion.data.synthetic import make_synthetic
 from infofusion.models import Stage
 from infofusion.models.late_fusion import LateFusion
+from infofusion.training.build import build_trainer
 from infofusion.training.runs import RunDir
-from infofusion.training.trainer import KILL_AFTER_EPOCH_ENV, Trainer
+from infofusion.training.trainer import KILL_AFTER_EPOCH_ENV
 
 SMALL = {"dialogues": {"train": 16, "valid": 6, "test": 6}, "max_utterances": 6}
 
@@ -26,10 +27,10 @@ def small_config(model="late_fusion", *overrides):
 @pytest.mark.parametrize("model", ["late_fusion", "bc_lstm"])
 def test_same_seed_same_metrics(tmp_path, model):
     data = make_synthetic(SMALL)
-    first = Trainer(small_config(model), tmp_path / "a", dataset=data).fit()
-    second = Trainer(small_config(model), tmp_path / "b", dataset=data).fit()
+    first = build_trainer(small_config(model), tmp_path / "a", dataset=data).fit()
+    second = build_trainer(small_config(model), tmp_path / "b", dataset=data).fit()
     assert first == second
-    Trainer(small_config(model, "seed=5"), tmp_path / "c", dataset=data).fit()
+    build_trainer(small_config(model, "seed=5"), tmp_path / "c", dataset=data).fit()
     # Another seed is another run: other initial weights and batch order, so other training losses (on
     # standardised synthetic features both seeds may still predict the same classes).
     losses = {run: [r["train"] for r in RunDir(tmp_path / run).history()] for run in ("a", "b", "c")}
@@ -38,7 +39,7 @@ def test_same_seed_same_metrics(tmp_path, model):
 
 def test_run_folder_contents(tmp_path):
     data = make_synthetic(SMALL)
-    Trainer(small_config(), tmp_path, dataset=data).fit()
+    build_trainer(small_config(), tmp_path, dataset=data).fit()
     for name in ("metrics.json", "config.yaml", "best.pt", "last.pt", "history.jsonl", "run.json"):
         assert (tmp_path / name).exists(), name
     history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
@@ -52,18 +53,18 @@ def test_run_folder_contents(tmp_path):
 def test_selection_ignores_test_labels(tmp_path):
     """Scrambling test labels changes nothing about which epoch is chosen or the validation numbers."""
     data = make_synthetic(SMALL)
-    clean = Trainer(small_config(), tmp_path / "a", dataset=data).fit()
+    clean = build_trainer(small_config(), tmp_path / "a", dataset=data).fit()
     scrambled = make_synthetic(SMALL)
     for dialogue in scrambled.splits["test"]:
         for utterance in dialogue.utterances:
             utterance.label = (utterance.label + 1) % scrambled.num_classes
-    other = Trainer(small_config(), tmp_path / "b", dataset=scrambled).fit()
+    other = build_trainer(small_config(), tmp_path / "b", dataset=scrambled).fit()
     assert other["best_epoch"] == clean["best_epoch"] and other["valid"] == clean["valid"]
 
 
 def test_early_stopping_respects_patience(tmp_path):
     data = make_synthetic(SMALL)
-    Trainer(
+    build_trainer(
         small_config("late_fusion", "train.epochs=50", "train.patience=2", "train.lr=0.0"),
         tmp_path,
         dataset=data,
@@ -96,7 +97,7 @@ def test_stages_update_only_their_own_parameters(tmp_path, monkeypatch):
 
     monkeypatch.setitem(models.MODELS, "staged", StagedLateFusion)
     data = make_synthetic(SMALL)
-    trainer = Trainer(resolve_config("staged", None, ["train.epochs=1"]), tmp_path, dataset=data)
+    trainer = build_trainer(resolve_config("staged", None, ["train.epochs=1"]), tmp_path, dataset=data)
     main_ids = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
     assert not main_ids & {id(p) for p in trainer.model.critic.parameters()}
     batch = next(iter(trainer.loader("train")))
@@ -162,8 +163,10 @@ def test_huge_features_end_training_with_one_clear_data_error(tmp_path):
             utterance.features["audio"] = np.full_like(utterance.features["audio"], 3e38)  # finite float32
     # Unscaled (data.standardize=false), they overflow float32 products: one line that says how to scale.
     with pytest.raises(DataError, match=r"audio features reach 3e\+38.*data.standardize") as caught:
-        Trainer(small_config("late_fusion", "data.standardize=false"), tmp_path / "raw", dataset=data).fit()
+        build_trainer(
+            small_config("late_fusion", "data.standardize=false"), tmp_path / "raw", dataset=data
+        ).fit()
     assert caught.value.field == "audio"
     # Standardised by default, the same features train.
-    metrics = Trainer(small_config(), tmp_path / "scaled", dataset=data).fit()
+    metrics = build_trainer(small_config(), tmp_path / "scaled", dataset=data).fit()
     assert np.isfinite(metrics["valid"]["acc"])

@@ -11,7 +11,8 @@ from torch import nn
 from benchmark_scripts import load_benchmark
 from infofusion.config import ConfigError, resolve_config
 from infofusion.data.synthetic import make_synthetic
-from infofusion.training.trainer import KILL_AFTER_EPOCH_ENV, Trainer
+from infofusion.training.build import build_trainer
+from infofusion.training.trainer import KILL_AFTER_EPOCH_ENV
 from infofusion.training.weight_averaging import WARMUP, WeightAverage
 from test_trainer import SMALL, _train_command
 
@@ -78,7 +79,7 @@ def test_best_checkpoint_holds_the_averaged_weights(tmp_path):
     config = resolve_config(
         "late_fusion", None, ["train.epochs=1", "train.batch_size=4", "train.ema_epochs=2"]
     )
-    trainer = Trainer(config, tmp_path, dataset=data)
+    trainer = build_trainer(config, tmp_path, dataset=data)
     assert trainer.average is not None
     # About two epochs of steps: the decay the horizon asks for.
     assert trainer.average.decay == pytest.approx(1 - 1 / (2 * len(trainer.loader("train"))))
@@ -99,13 +100,13 @@ def test_off_by_default_and_changes_the_run_when_on(tmp_path):
     data = make_synthetic(SMALL)
     plain = resolve_config("late_fusion", None, ["train.epochs=3", "train.batch_size=4"])
     assert plain["train"]["ema_epochs"] == 0
-    trainer = Trainer(plain, tmp_path / "plain", dataset=data)
+    trainer = build_trainer(plain, tmp_path / "plain", dataset=data)
     assert trainer.average is None
     first = trainer.fit()
     averaged = resolve_config(
         "late_fusion", None, ["train.epochs=3", "train.batch_size=4", "train.ema_epochs=1"]
     )
-    second = Trainer(averaged, tmp_path / "averaged", dataset=data).fit()
+    second = build_trainer(averaged, tmp_path / "averaged", dataset=data).fit()
     assert first["valid"] != second["valid"]
     assert "weight_average" not in torch.load(tmp_path / "plain" / "best.pt", weights_only=True)
 

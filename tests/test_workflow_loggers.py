@@ -6,7 +6,7 @@ import pytest
 
 from infofusion.config import ConfigError, resolve_config
 from infofusion.data.synthetic import make_synthetic
-from infofusion.training.trainer import Trainer
+from infofusion.training.build import build_trainer
 from infofusion.workflow.loggers import make_logger_callback, record_scalars
 
 SMALL_DATA = {"dialogues": {"train": 8, "valid": 4, "test": 4}, "max_utterances": 6}
@@ -17,7 +17,7 @@ def train_with_logger(kind, run_dir):
     config = resolve_config("mmim", None, ["train.epochs=2", "train.batch_size=8", "train.threads=1"])
     logger = make_logger_callback(kind, run_dir, config)
     try:
-        Trainer(config, run_dir, dataset=make_synthetic(SMALL_DATA), callbacks=[logger]).fit()
+        build_trainer(config, run_dir, dataset=make_synthetic(SMALL_DATA), callbacks=[logger]).fit()
     finally:
         logger.close()
     return [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]

@@ -9,7 +9,8 @@ import yaml
 from infofusion.config import ConfigError, resolve_config
 from infofusion.data.synthetic import make_synthetic
 from infofusion.models import MODELS
-from infofusion.training.trainer import Trainer, load_data_for_config
+from infofusion.training.build import load_data_for_config
+from infofusion.training.trainer import Trainer
 from infofusion.workflow import packaged_names, sweep
 from infofusion.workflow.sweep import STUDY_NAME, PruningCallback, check_space_keys, load_space
 from test_cli import SMALL, run_cli

@@ -60,9 +60,9 @@ def _say_what_runs(config: dict, is_main: bool, json_output: bool) -> None:
 def command_train(args: argparse.Namespace) -> int:
     from .config.command import config_from_options
     from .metrics import scalar_metrics
+    from .training.build import train
     from .training.distributed import DistributedContext
     from .training.runs import RunDir
-    from .training.trainer import train
     from .workflow.report import metrics_table, summarise_seeds, summary_markdown
 
     output = Path(args.output)
@@ -237,17 +237,17 @@ def command_text_prepare(args: argparse.Namespace) -> int:
     import time
 
     from .config.command import config_from_options, describe_run
-    from .text import FRONT_END_KEY, text_settings
-    from .training.trainer import load_data_for_config
+    from .text import text_settings
+    from .training.build import load_data_for_config
 
     config = config_from_options(args)
     print(describe_run(config), flush=True)
     text = text_settings(config)
     started = time.perf_counter()
     dataset = load_data_for_config(config)
-    front_end = dataset.meta.get(FRONT_END_KEY)
+    read = dataset.text_provenance
     utterances = sum(len(d) for split in dataset.splits.values() for d in split)
-    if front_end is None:
+    if read is None or read.kind != "front_end":
         print(f"nothing to prepare: {dataset.source} is read with its own text features")
     elif text.mode == "finetune":
         print(
@@ -255,7 +255,7 @@ def command_text_prepare(args: argparse.Namespace) -> int:
             "while training"
         )
     else:
-        adapted = f", adaptation {front_end['adaptation']}" if "adaptation" in front_end else ""
+        adapted = f", adaptation {read.adaptation}" if read.adaptation else ""
         print(
             f"text vectors of {utterances:,} utterances ready in {time.perf_counter() - started:.0f} s "
             f"({text.mode} {text.encoder}{adapted}); a training with the same options reads them from "

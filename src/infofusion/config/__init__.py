@@ -509,6 +509,11 @@ def checked_section(name: str, values: Any, section_class: type) -> dict:
     return checked
 
 
+# Settings whose `auto` needs the data (the task), so it is resolved when the trainer is built
+# (training/build.py) and recorded resolved in the run's config.yaml.
+RESOLVED_WHEN_BUILT = frozenset({"train.select_metric"})
+
+
 def train_settings(config: dict) -> TrainSection:
     """The resolved config's ``train`` section, typed."""
     return _typed(TrainSection, config["train"])

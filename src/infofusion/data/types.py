@@ -14,6 +14,7 @@ from typing import Literal
 import numpy as np
 
 from ..errors import DataError  # defined without numpy, for the CLI; re-exported here
+from ..text.provenance import TextProvenance
 
 SPLITS = ("train", "valid", "test")
 Task = Literal["classification", "regression"]
@@ -52,6 +53,9 @@ class Dataset:
     splits: dict[str, list[Dialogue]]
     classes: list[str] | None = None  # class names for classification, index = label
     meta: dict = field(default_factory=dict)
+    # How the text modality was made: from the files (load_data_for_config), then the text front end's
+    # reading (prepare_text); the model keeps it (DataInfo.text). None: not yet said.
+    text_provenance: TextProvenance | None = None
 
     @property
     def num_classes(self) -> int:
@@ -123,7 +127,10 @@ class Dataset:
             ]
             for name, dialogues in self.splits.items()
         }
-        return Dataset(self.name, self.source, self.task, list(keep), splits, self.classes, dict(self.meta))
+        text = self.text_provenance if "text" in keep else TextProvenance()
+        return Dataset(
+            self.name, self.source, self.task, list(keep), splits, self.classes, dict(self.meta), text
+        )
 
     def summary(self) -> dict:
         """Counts for ``infofusion data inspect``."""

@@ -18,7 +18,6 @@ _EXPORTS: dict[str, str] = {
     "dialogue_report": "outputs",
     "Predictor": "predictor",
     "PreparedDialogue": "predictor",
-    "TextOrigin": "predictor",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -411,7 +411,7 @@ def add_predict_route(app: FastAPI, service: Service, PredictRequest: type) -> N
 
 def add_session_routes(app: FastAPI, service: Service, SessionUtterancesRequest: type) -> None:  # noqa: N803
     store, limits, clock, predictor = service.store, service.limits, service.clock, service.predictor
-    keeps_text = predictor.text_origin.kind in ("encoder", "windows")  # else a transcript is only echoed
+    keeps_text = predictor.text_provenance.reads_transcripts  # else a transcript is only echoed
 
     @app.post(
         "/sessions/{session_id}/utterances",

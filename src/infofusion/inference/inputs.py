@@ -415,7 +415,7 @@ def manifest_options(predictor: Predictor) -> dict[str, Any]:
     modalities = set(predictor.info.modalities) - predictor.placeholders
     described = predictor.extraction  # the training data's extract sidecar, recorded at training time
     options: dict[str, Any] = {
-        "text_encoder": predictor.text_origin.encoder
+        "text_encoder": predictor.text_provenance.encoder
         or described.get("text", {}).get("encoder")
         or str(predictor.config.get("data", {}).get("encoder") or DEFAULT_ENCODER),
     }

@@ -42,11 +42,11 @@ import torch
 from ..config import ConfigError
 from ..data.batching import as_utterance_dialogues, collate
 from ..data.labels import label_kind_problem, run_class_indices
-from ..data.provenance import data_provenance
+from ..data.provenance import data_provenance, files_text_provenance
 from ..data.types import DataError, Dialogue, Utterance
 from ..models import DataInfo, InfoFusionModel, get_model_class
 from ..models.base import probabilities
-from ..text import WindowReader, text_settings
+from ..text import TextProvenance, WindowReader, text_settings
 from ..text.encoders import DEFAULT_ENCODER, clean_text, get_text_encoder
 from ..training.runs import RunDir
 from .records import DialoguePrediction, UtterancePrediction
@@ -64,35 +64,6 @@ class PreparedDialogue:
     present: list[dict[str, bool]]
     true: list[str | float | None]
     split: str | None = None
-
-
-@dataclass
-class TextOrigin:
-    """Where the run's text modality came from, hence what an utterance must bring."""
-
-    # "encoder" (encode the transcript) | "windows" (the text front end reads it with its dialogue's
-    # preceding turns) | "features" | "none"
-    kind: str
-    encoder: str | None = None
-
-    def describe(self) -> str:
-        if self.kind == "windows":
-            return f"transcript with its dialogue context, read by {self.encoder}"
-        if self.kind == "encoder":
-            return f"transcript, encoded with {self.encoder}"
-        if self.kind == "features":
-            return "pre-extracted text features"
-        return "not used"
-
-    @classmethod
-    def of(cls, model: InfoFusionModel, provenance: dict) -> TextOrigin:
-        """The model's own reading of transcripts, or how the training data's text was made."""
-        if model.text_front_end is not None or provenance["text"]["kind"] == "front_end":
-            text = text_settings(model.config)
-            adapted = " (adapted to the training labels)" if text.mode == "adapted" else ""
-            return cls("windows", text.encoder + adapted)
-        text = provenance["text"]
-        return cls(text["kind"], text.get("encoder"))
 
 
 class Predictor:
@@ -116,7 +87,12 @@ class Predictor:
         self.model_name = str(config["model_name"])
         self.utterance_level = get_model_class(self.model_name).unit == "utterance"
         provenance = info.provenance or data_provenance(config.get("data", {}), info.modalities)
-        self.text_origin = TextOrigin.of(model, provenance)
+        text = info.text
+        if info.provenance is None and text.kind == "none" and "text" in info.modalities:
+            # A checkpoint older than the provenance record: what its data's files say.
+            text = files_text_provenance(config.get("data", {}), info.modalities)
+        # How the run's text modality was made, hence what an utterance must bring.
+        self.text_provenance: TextProvenance = text
         # Modalities the training data carried as a constant zero column (extract's placeholders).
         self.placeholders = set(provenance["placeholders"])
         self.extraction: dict[str, Any] = provenance["extraction"]
@@ -127,7 +103,7 @@ class Predictor:
         # The trainer only drops modalities when there are two or more (see Trainer._drop_modalities).
         self.allow_missing = dropout > 0 and len(info.modalities) >= 2
         self._encoder_lock = threading.Lock()
-        if window_reader is None and self.text_origin.kind == "windows":
+        if window_reader is None and self.text_provenance.kind == "front_end":
             window_reader = WindowReader(
                 text_settings(config),
                 model.text_front_end is not None,
@@ -187,7 +163,7 @@ class Predictor:
             "modalities": list(self.info.modalities),
             "dims": dict(self.info.dims),
             "sequence": dict(self.info.sequence),
-            "text_input": self.text_origin.describe(),
+            "text_input": self.text_provenance.describe(),
             "missing_modalities_allowed": self.allow_missing,
             "placeholders": sorted(self.placeholders),
             "standardized": sorted(self.info.feature_scaling or {}),  # scaled with training statistics
@@ -195,7 +171,7 @@ class Predictor:
 
     def warm_up(self) -> None:
         """Load the text encoder now (it loads lazily; a server should not pay that on a request)."""
-        if self.text_origin.kind == "encoder":
+        if self.text_provenance.kind == "sentence":
             self._encode(["warm up"])
 
     # -- preparation -----------------------------------------------------------------------------
@@ -292,14 +268,14 @@ class Predictor:
         for modality in self.info.modalities:
             where = f"utterances[{index}].features.{modality}"
             value = given.get(modality)
-            if modality == "text" and self.text_origin.kind == "windows":
+            if modality == "text" and self.text_provenance.kind == "front_end":
                 value = None  # the model reads the transcript; a text vector would be ignored anyway
             if value is not None:
                 features[modality] = self._checked(value, modality, source, dialogue_id, where)
                 observed[modality] = True
                 continue
             text = clean_text(utterance.text) if utterance.text is not None else ""
-            if modality == "text" and self.text_origin.kind == "encoder" and text:
+            if modality == "text" and self.text_provenance.kind == "sentence" and text:
                 pending = text  # encoded for the whole batch at once
                 features[modality] = np.zeros(self.info.dims[modality], dtype=np.float32)
                 observed[modality] = True
@@ -311,7 +287,7 @@ class Predictor:
                 # Training saw this very zero column, marked present.
                 observed[modality] = True
                 continue
-            if modality == "text" and self.text_origin.kind == "windows" and text:
+            if modality == "text" and self.text_provenance.kind == "front_end" and text:
                 observed[modality] = True  # the model reads the transcript; its vector is unused
                 continue
             if not self.allow_missing:
@@ -329,7 +305,7 @@ class Predictor:
         return features, observed, pending
 
     def _what_is_needed(self, modality: str) -> str:
-        if modality == "text" and self.text_origin.kind in ("encoder", "windows"):
+        if modality == "text" and self.text_provenance.reads_transcripts:
             return "transcript ('text') or text features"
         return "features"
 
@@ -367,7 +343,7 @@ class Predictor:
         return np.zeros(shape, dtype=np.float32)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        name = self.text_origin.encoder or DEFAULT_ENCODER
+        name = self.text_provenance.encoder or DEFAULT_ENCODER
         # The sentence model loads on first use; two threads must not both load it.
         with self._encoder_lock:
             encoder = get_text_encoder(name)

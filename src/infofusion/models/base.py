@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from ..config import Fraction, Width, parse_sections, section
 from ..data.batching import Batch, DialogueLoader, speaker_vocabulary
 from ..data.types import Dataset
-from ..text import FRONT_END_KEY, TextFrontEnd, front_end_spec, text_settings
+from ..text import TextFrontEnd, TextProvenance, front_end_spec, text_settings
 
 # The ``model`` section: settings that several models read. A model's parameter class declares those it
 # reads (a key it does not read is a ConfigError); the rest of its fields are its own section's.
@@ -56,12 +56,11 @@ class DataInfo:
     class_names: list[str] | None = None
     # data.standardize: per-modality training mean/std, applied to every input the model ever sees.
     feature_scaling: dict[str, dict[str, list[float]]] | None = None
-    # The utterances carry context windows: the model reads text through its own text front end.
-    text_windows: bool = False
-    # The text features are the text front end's pooled vectors (computed once by a frozen front end,
-    # or per batch by the model's own): infofusion.text.prepare_text applied text.mode.
-    text_front_end: bool = False
-    # How the features were made (data.provenance), recorded at training time for inference.
+    # How the text modality was made (from the files, or the text front end's reading: with
+    # windows_to_model the model reads the windows through its own front end).
+    text: TextProvenance = field(default_factory=TextProvenance)
+    # The other modalities' files (data/provenance.py: placeholders, extraction), recorded at training
+    # time for inference.
     provenance: dict | None = None
 
     @classmethod
@@ -75,8 +74,7 @@ class DataInfo:
             speaker_vocabulary=speaker_vocabulary(dataset),
             has_tokens=dataset.has_tokens,
             class_names=dataset.classes,
-            text_windows=dataset.has_windows,
-            text_front_end=bool(dataset.meta.get(FRONT_END_KEY)),
+            text=(dataset.text_provenance or TextProvenance()).with_windows_to_model(dataset.has_windows),
         )
 
     @property
@@ -84,7 +82,7 @@ class DataInfo:
         return self.num_classes if self.task == "classification" else 1
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {**self.__dict__, "text": self.text.to_dict()}
 
 
 def probabilities(scores: torch.Tensor) -> torch.Tensor:
@@ -136,7 +134,9 @@ class InfoFusionModel(nn.Module):
         self.text_settings = text_settings(config)
         # The transformer over context windows, when the data carries them (text.mode frozen with a
         # learned input, or finetune); otherwise the text modality is a plain feature vector.
-        self.text_front_end = TextFrontEnd(front_end_spec(self.text_settings)) if info.text_windows else None
+        self.text_front_end = (
+            TextFrontEnd(front_end_spec(self.text_settings)) if info.text.windows_to_model else None
+        )
 
     def standardize(self, batch: Batch) -> Batch:
         """``(x - mean) / std`` per dimension with the training statistics (``data.standardize``), the
@@ -157,6 +157,12 @@ class InfoFusionModel(nn.Module):
                 keep = keep[..., None] & (frames < batch.frame_lengths[modality][..., None])
             features[modality] = (values - mean) / std * keep[..., None].to(values.dtype)
         return dataclasses.replace(batch, features=features)
+
+    @classmethod
+    def reads_hidden(cls) -> bool:
+        """Whether the model reads the shared width ``model.hidden`` (LMF, MulT and the text classifier
+        size themselves)."""
+        return "hidden" in {f.name for f in fields(cls.params_type)}
 
     @classmethod
     def parse_params(cls, config: dict) -> DropoutParams:

@@ -147,7 +147,7 @@ class MMIM(InfoFusionModel):
         """Whether the text features are the front end's pooled vectors (computed per batch by the
         model's own front end, or once by a frozen one). Data without transcripts keeps its own text
         features under text.mode frozen (prepare_text): those are projected as in sentence mode."""
-        return self.text_front_end is not None or info.text_front_end
+        return self.text_front_end is not None or info.text.kind == "front_end"
 
     def _init_weights(self) -> None:
         """Xavier-normal for every matrix outside the pretrained text model, as the authors initialise."""

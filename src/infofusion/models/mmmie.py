@@ -42,7 +42,7 @@ from ..config import (
 from ..data.batching import Batch, DialogueLoader
 from ..errors import TrainingNote
 from ..mi import build_estimator
-from ..text import text_settings
+from ..text import reads_transcripts_in_context
 from ..text.windows import TURN
 from .base import DataInfo, InfoFusionModel, ModelOutput, ModelParams, Stage
 from .layers import run_over_dialogue, sinusoidal_positions, zero_connected_to
@@ -276,7 +276,7 @@ class MMMIE(InfoFusionModel):
     @classmethod
     def reads_token_embeddings(cls, config: dict) -> bool:
         segment = cls.parse_params(config).identity == "segment"
-        return segment and text_settings(config).mode != "sentence"
+        return segment and reads_transcripts_in_context(config)
 
     def token_embeddings(self, batch: Batch) -> torch.Tensor | None:
         """Each window token gets the Identity Embedding of its own turn's speaker (context turns are

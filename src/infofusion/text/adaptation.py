@@ -28,7 +28,10 @@ encoder's weights (their content hash or Hub revision) and the classifier's reso
 trained on the same data with the same seed and text settings reuses it. A second training that needs
 an adaptation another one is making waits for it (``$INFOFUSION_CACHE/locks/``) and reads it; a cached
 file that does not load or does not fit the encoder is trained again. The model's run keeps the learned
-weights (``text_encoder.pt``) so that inference reads new transcripts with the same transformers.
+weights (``text_encoder.pt``) so that inference reads new transcripts with the same transformers. Each
+classifier's folder also holds its adapted transformer as an ordinary model folder (``encoder/``:
+``config.json``, ``model.safetensors``, the tokenizer), which ``text.encoder=<folder>`` reads like any
+other encoder.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -52,12 +57,14 @@ from ..data.types import Dataset
 from ..training.randomness import random_state_kept
 from ..training.runs import RunDir, RunFolderError, load_checkpoint
 from . import AdaptedEncoder
-from .encoders import default_cache_dir, encoder_identity
+from .encoders import default_cache_dir, encoder_identity, load_tokenizer
 from .prepare import all_windows
-from .settings import adapted_state_problem
+from .settings import adapted_state_problem, adapted_transformer
 from .windows import windows_digest
 
 CLASSIFIER = "text_classifier"
+# In each classifier's cache folder: the adapted transformer as an ordinary model folder (safetensors).
+ENCODER_FOLDER = "encoder"
 # The main run's settings the classifier shares; the rest of its training settings are its own YAML's.
 SHARED_TRAIN_SETTINGS = ("threads", "device", "select_metric")
 # Raised when the adaptation learns differently with the same settings (a cached one is then not reused).
@@ -126,11 +133,12 @@ def training_folds(dialogues: int, folds: int, seed: int) -> tuple[int, ...]:
 def adapt_text_front_end(
     config: dict,
     dataset: Dataset,
-    trainer_class: Callable[..., Any],
+    build: Callable[..., Any],
     echo: Callable[[str], None] = print,
 ) -> AdaptedEncoder:
     """The adapted transformer weights for ``dataset`` (whose utterances carry their windows): read
-    from the cache, or learned by ``trainer_class`` (the Trainer) on the text classifier and cached.
+    from the cache, or learned on the text classifier by a trainer ``build`` makes (
+    :func:`~infofusion.training.build.build_trainer`) and cached.
 
     With ``text.adapt_folds`` K > 1 (cross-fitting), K classifiers learn the training split less one fold
     each (:func:`training_folds`) and read that fold; the other splits and new transcripts read as the
@@ -144,7 +152,7 @@ def adapt_text_front_end(
     classifier = adaptation_config(config)
     key = adaptation_key(classifier, dataset)
     if folds == 1:
-        return AdaptedEncoder((_adapted_state(classifier, dataset, key, trainer_class, echo),), key)
+        return AdaptedEncoder((_adapted_state(classifier, dataset, key, build, echo),), key)
     if len(train) < folds:
         raise ConfigError(
             f"text.adapt_folds={folds}: the training split has {len(train)} dialogues, fewer than the folds"
@@ -157,9 +165,7 @@ def adapt_text_front_end(
         splits = {"train": learned, "valid": dataset.splits.get("valid", [])}
         part = dataclasses.replace(dataset, splits=splits)
         label = f"fold {fold + 1}/{folds}: learns {len(learned)} of {len(train)} training dialogues"
-        states.append(
-            _adapted_state(classifier, part, fold_key(key, fold, folds), trainer_class, echo, label)
-        )
+        states.append(_adapted_state(classifier, part, fold_key(key, fold, folds), build, echo, label))
     return AdaptedEncoder(tuple(states), key, train_fold)
 
 
@@ -167,7 +173,7 @@ def _adapted_state(
     classifier: dict,
     dataset: Dataset,
     key: str,
-    trainer_class: Callable[..., Any],
+    build: Callable[..., Any],
     echo: Callable[[str], None],
     label: str = "",
 ) -> dict[str, torch.Tensor]:
@@ -191,15 +197,40 @@ def _adapted_state(
         )
         # The main model starts from the same random state whether the adaptation ran or was cached.
         with random_state_kept(), folder.claim(classifier, overwrite=True):
-            trainer = trainer_class(
+            trainer = build(
                 classifier, folder.path, dataset=dataset, echo=lambda line: echo(f"adaptation: {line}")
             )
             metrics = trainer.fit()  # ends on the best epoch's weights
             state = trainer.model.text_front_end.learned_state()
             folder.write_text_encoders([state], encoder=text["encoder"], key=key)
+            exported = export_encoder_folder(folder.path / ENCODER_FOLDER, text["encoder"], state)
+            # The resumable checkpoint (weights, optimiser moments) is never read again: 3x the weights.
+            folder.last_path.unlink(missing_ok=True)
     metric = trainer.select_metric
     echo(f"adaptation: best epoch {metrics['best_epoch']}, valid {metric} {metrics['valid'][metric]:.4f}")
+    echo(f"adaptation: the adapted encoder is a model folder too, {exported} (text.encoder= reads it)")
     return state
+
+
+def export_encoder_folder(destination: Path, encoder: str, state: dict[str, torch.Tensor]) -> Path:
+    """``encoder`` with the adapted weights ``state``, written as an ordinary model folder (``config.json``,
+    ``model.safetensors``, the tokenizer's files) that ``text.encoder=<folder>`` or any Hugging Face
+    loader reads. Written in a private folder beside ``destination`` and renamed into place, so a killed
+    run leaves no half folder; whatever was at ``destination`` (a link included) is replaced, never
+    followed."""
+    transformer = adapted_transformer(encoder, state)
+    tokenizer = load_tokenizer(encoder)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=destination.parent, prefix=f".{destination.name}-") as scratch:
+        staged = Path(scratch) / destination.name
+        transformer.save_pretrained(staged, safe_serialization=True)
+        tokenizer.save_pretrained(staged)
+        if destination.is_symlink() or destination.is_file():
+            destination.unlink()
+        elif destination.exists():
+            shutil.rmtree(destination)
+        os.rename(staged, destination)
+    return destination
 
 
 def cached_adaptation(

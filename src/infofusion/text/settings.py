@@ -46,14 +46,12 @@ from .prepare import (
     mean_reading,
     memoized_tokenizer,
 )
+from .provenance import TextProvenance
 from .windows import WindowSpec
 
 # dataset.meta key of the adapted transformers' weights (text.mode=adapted; a list, one per fold when
-# cross-fitted), which the run keeps.
+# cross-fitted), which the run keeps. How the text was read is dataset.text_provenance.
 ADAPTED_STATE_KEY = "text_encoder_state"
-# dataset.meta key of how the front end read the transcripts (mode, encoder, adaptation): its presence
-# says the text vectors are the front end's, not the file's.
-FRONT_END_KEY = "text_front_end"
 
 
 def text_settings(config: dict) -> TextSection:
@@ -62,6 +60,18 @@ def text_settings(config: dict) -> TextSection:
     (:func:`~infofusion.text.encoders.resolved_encoder_name`)."""
     text = parse_section(TextSection, config.get("text"), "text")
     return dataclasses.replace(text, encoder=resolved_encoder_name(text.encoder))
+
+
+def reads_transcripts_in_context(config: dict) -> bool:
+    """Whether the text front end reads each transcript with its dialogue (every mode but ``sentence``)."""
+    return text_settings(config).mode != "sentence"
+
+
+def loader_options(config: dict) -> dict:
+    """The ``data`` options the data set is loaded with: a front end replaces the sentence vectors, so a
+    dialogue-CSV loader does not spend minutes computing them first."""
+    data = config["data"]
+    return {**data, "encoder": "none"} if reads_transcripts_in_context(config) else data
 
 
 def resolve_encoder_paths(config: dict) -> dict:
@@ -173,8 +183,8 @@ def prepare_text(
     special = special_tokens(tokenizer)
     attach_windows(dataset, tokenizer, special, window_spec(text))
     utterances = [u for split in dataset.splits.values() for d in split for u in d.utterances]
-    # Recorded with the model (DataInfo.provenance): inference must read new transcripts the same way.
-    dataset.meta[FRONT_END_KEY] = {"mode": text.mode, "encoder": text.encoder}
+    # Recorded with the model (DataInfo.text): inference must read new transcripts the same way.
+    read = TextProvenance("front_end", text.encoder, text.mode)
     hidden = int(transformer_config(text.encoder).hidden_size)
     # The model computes the text vectors itself; the placeholder only gives the modality its size.
     placeholder = np.zeros(hidden, dtype=np.float32)
@@ -186,6 +196,7 @@ def prepare_text(
                 "text.mode=adapted computes the text vectors once, but this model puts learned vectors "
                 "into the transformer (mmmie.identity=segment): use text.mode=frozen or finetune"
             )
+        dataset.text_provenance = read.with_windows_to_model(True)
         return True
     spec = front_end_spec(text)
     settings_key = window_spec(text).key()
@@ -196,13 +207,14 @@ def prepare_text(
             raise ConfigError("text.mode=adapted needs a training run to adapt the transformer (train)")
         adapted = adapt(dataset)
         dataset.meta[ADAPTED_STATE_KEY] = list(adapted.states)
-        dataset.meta[FRONT_END_KEY]["adaptation"] = adapted.key
+        read = dataclasses.replace(read, adaptation=adapted.key)
         settings_key += f"|adapted:{adapted.key}"
         readers = [partial(_adapted_front_end, spec, text.encoder, state) for state in adapted.states]
         train_fold = adapted.train_fold or None
     encode_frozen(dataset, spec, hidden, readers, special.pad, settings_key, cache_dir, train_fold)
     for utterance in utterances:
         utterance.window = None
+    dataset.text_provenance = read
     return False
 
 

@@ -57,11 +57,12 @@ import yaml
 from torch import nn
 
 from ..atomic import RunFolderError, atomic_write_bytes, atomic_write_text
-from ..config import MAX_ENSEMBLE, ConfigError, load_yaml, resolve_config
+from ..config import MAX_ENSEMBLE, RESOLVED_WHEN_BUILT, ConfigError, load_yaml, resolve_config
 from ..config.bounded_yaml import read_at_most
 from ..config.trees import flat_items
 from ..errors import TrainingNote
 from ..models import MODELS, DataInfo, InfoFusionModel, build_model
+from ..text.provenance import TextProvenance, TextProvenanceError
 
 CONFIG = "config.yaml"
 BEST = "best.pt"
@@ -95,7 +96,7 @@ LEGACY_SIZED_SECTIONS = ("small_data", "long_dialogues")
 def _reads_hidden(model_name: Any) -> bool:
     if not isinstance(model_name, str) or model_name not in MODELS:
         return True  # an unknown model is refused where it is built, with its own message
-    return "hidden" in {f.name for f in fields(MODELS[model_name].params_type)}
+    return MODELS[model_name].reads_hidden()
 
 
 def without_legacy_settings(saved: dict, adapted_encoders: Callable[[], int]) -> dict:
@@ -164,15 +165,38 @@ def state_dict_from(weights: object, path: Path, field: str) -> dict[str, torch.
     return weights
 
 
-def data_info_from(raw: object, path: Path) -> DataInfo:
+# Fields of checkpoints written before DataInfo.text: read into it (TextProvenance.from_legacy).
+LEGACY_TEXT_FIELDS = ("text_windows", "text_front_end")
+
+
+def data_info_from(raw: object, path: Path, text_section: dict | None = None) -> DataInfo:
     """The checkpoint's ``info`` as a :class:`DataInfo` whose every field has its type and bounds: the
-    model, the predictor and the exporter size tensors by it, so nothing here may be taken on trust."""
+    model, the predictor and the exporter size tensors by it, so nothing here may be taken on trust.
+    ``text_section``: the run's ``text`` config, which says the front end's mode to an older checkpoint
+    that recorded no :class:`TextProvenance`."""
 
     def refuse(field: str, problem: str) -> RunFolderError:
         return RunFolderError(f"{path}: info.{field} {problem}")
 
     if not isinstance(raw, dict):
         raise RunFolderError(f"{path}: info (the data description) is not an object")
+    raw = dict(raw)
+    for name in LEGACY_TEXT_FIELDS:
+        if name in raw and not isinstance(raw[name], bool):
+            raise refuse(name, "is not true or false")
+    provenance = raw.get("provenance")
+    try:
+        if "text" in raw:
+            text = TextProvenance.from_dict(raw["text"])
+        else:
+            text = TextProvenance.from_legacy(raw, text_section)
+    except TextProvenanceError as error:
+        raise refuse("text", str(error)) from None
+    for name in LEGACY_TEXT_FIELDS:
+        raw.pop(name, None)
+    if isinstance(provenance, dict) and "text" in provenance:
+        raw["provenance"] = {k: v for k, v in provenance.items() if k != "text"}
+    raw["text"] = text
     known = {field.name for field in fields(DataInfo)}
     unknown = sorted(str(key) for key in raw if key not in known)
     if unknown:
@@ -210,9 +234,8 @@ def data_info_from(raw: object, path: Path) -> DataInfo:
         != list(range(1, len(vocabulary) + 1))
     ):
         raise refuse("speaker_vocabulary", "does not number its speakers 1 to N")
-    for name in ("has_tokens", "text_windows", "text_front_end"):
-        if name in raw and not isinstance(raw[name], bool):
-            raise refuse(name, "is not true or false")
+    if "has_tokens" in raw and not isinstance(raw["has_tokens"], bool):
+        raise refuse("has_tokens", "is not true or false")
     names = raw.get("class_names")
     if names is not None:
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
@@ -238,19 +261,13 @@ def data_info_from(raw: object, path: Path) -> DataInfo:
                         + (" above 0" if stat == "std" else ""),
                     )
     provenance = raw.get("provenance")
-    if provenance is not None:
-        text = provenance.get("text") if isinstance(provenance, dict) else None
-        if (
-            not isinstance(text, dict)
-            or not isinstance(text.get("kind"), str)
-            or not isinstance(text.get("encoder"), str | None)
-            or not isinstance(provenance.get("placeholders"), list)
-            or any(m not in modalities for m in provenance["placeholders"])
-            or not isinstance(provenance.get("extraction"), dict)
-        ):
-            raise refuse(
-                "provenance", "is not a description of the data's files (text, placeholders, extraction)"
-            )
+    if provenance is not None and (
+        not isinstance(provenance, dict)
+        or not isinstance(provenance.get("placeholders"), list)
+        or any(m not in modalities for m in provenance["placeholders"])
+        or not isinstance(provenance.get("extraction"), dict)
+    ):
+        raise refuse("provenance", "is not a description of the data's files (placeholders, extraction)")
     return DataInfo(**raw)
 
 
@@ -407,6 +424,8 @@ def member_signature(loaded: LoadedRun) -> dict[str, object]:
     """What the members of an ensemble must share: the model, the inputs it reads and how (modalities,
     feature sizes, text settings, how the text features were made) and the classes it answers in."""
     info, provenance = loaded.info, loaded.info.provenance or {}
+    text = info.text.to_dict()
+    text.pop("adaptation")  # each member adapts its own encoder (seeded): they agree on how, not on what
     classification = info.task == "classification"
     return {
         "model": loaded.config["model_name"],
@@ -416,7 +435,7 @@ def member_signature(loaded: LoadedRun) -> dict[str, object]:
         "feature sizes": dict(info.dims),
         "frame sequences": dict(info.sequence),
         "text settings": loaded.config.get("text"),
-        "text features": provenance.get("text"),
+        "text features": text,
         "placeholder modalities": sorted(provenance.get("placeholders") or []),
     }
 
@@ -623,8 +642,8 @@ class RunDir:
             saved.setdefault("data", {})["spec"] = data
         config = resolve_config(saved["model_name"], None, overrides, saved)
         state = self.load_best_state(device)
-        info = data_info_from(state.get("info"), self.best_path)
-        if not info.text_windows:
+        info = data_info_from(state.get("info"), self.best_path, config.get("text"))
+        if not info.text.windows_to_model:
             # Built on the meta device, the model the config and info describe costs no memory: weights
             # of another shape, or info.dims of 10^11, are refused before anything is allocated. (A text
             # front end loads its transformer from disk, so those runs are checked once built.)
@@ -768,7 +787,11 @@ class RunDir:
         changed = sorted(
             key
             for key in saved.keys() | current.keys()
-            if saved.get(key) != current.get(key) and key not in RESUME_SAFE_KEYS
+            if saved.get(key) != current.get(key)
+            and key not in RESUME_SAFE_KEYS
+            # The run recorded what `auto` resolved to on the same data (build_trainer); the resumed
+            # run resolves it again and checks that it resolves the same.
+            and not (key in RESOLVED_WHEN_BUILT and current.get(key) == "auto")
         )
         if changed:
             shown = ", ".join(f"{key} ({saved.get(key)!r} -> {current.get(key)!r})" for key in changed[:8])

@@ -8,44 +8,28 @@ Model selection looks at the validation split only; test is evaluated once, on t
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
-from functools import partial
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import torch
 
 from ..config import ConfigError, config_hash, train_settings
-from ..data import load_dataset
-from ..data.batching import Batch, DialogueLoader, as_utterance_dialogues
-from ..data.labels import run_class_names, with_run_classes
-from ..data.provenance import data_provenance
-from ..data.standardize import check_statistics, training_statistics
+from ..data.batching import Batch, DialogueLoader
 from ..data.types import DataError, Dataset
-from ..metrics import classification_metrics, default_selection_metric, is_improvement, regression_metrics
-from ..models import DataInfo, InfoFusionModel, build_model, get_model_class, model_params
-from ..models.base import probabilities
+from ..metrics import classification_metrics, is_improvement, regression_metrics
+from ..models import DataInfo, InfoFusionModel
+from ..models.base import Stage, probabilities
 from ..progress import track
-from ..text import (
-    ADAPTED_STATE_KEY,
-    FRONT_END_KEY,
-    AdaptedEncoder,
-    prepare_text,
-    resolve_encoder_paths,
-    text_settings,
-    without_label_fit_features,
-)
-from ..text.adaptation import adapt_text_front_end
-from .distributed import DistributedContext, wrap_for_training
-from .randomness import restore_rng_state, rng_state, seed_everything
+from ..text import ADAPTED_STATE_KEY
+from .distributed import DistributedContext
+from .randomness import restore_rng_state, rng_state
 from .runinfo import run_information
-from .runs import LoadedRun, RunDir, training_notes_silenced
+from .runs import RunDir
 from .weight_averaging import WeightAverage
 
 # Environment hook for tests: hard-exit (as a kill would) right after the checkpoint of this epoch.
@@ -54,48 +38,6 @@ EpochCallback = Callable[[dict], None]
 
 
 HUGE_FEATURE = 1e15  # a feature this large overflows float32 products and squares
-
-
-def load_data_for_config(
-    config: dict, echo: Callable[[str], None] = print, adapted: AdaptedEncoder | None = None
-) -> Dataset:
-    """The data ``config`` names with its text prepared. ``text.mode=adapted``: with ``adapted`` (a
-    trained run's own encoders) the text is read with those; without, a text classifier is trained (or
-    read from the cache) first."""
-    data = config["data"]
-    text = text_settings(config)
-    # A front end replaces the sentence vectors: don't spend minutes computing them first.
-    options = {**data, "encoder": "none"} if text.mode != "sentence" else data
-    dataset = load_dataset(str(data["spec"]), options)
-    if data.get("modalities"):
-        dataset = dataset.select_modalities(data["modalities"])
-    else:
-        dataset = without_label_fit_features(dataset, text)
-    model_class = get_model_class(config["model_name"]) if config.get("model_name") else None
-    needs_windows = model_class is not None and model_class.reads_token_embeddings(config)
-    # text.mode=adapted: a text classifier trained by this module's Trainer adapts the transformer first,
-    # unless the run's own adapted encoders are given: a trained run is never adapted again.
-    if adapted is not None:
-        adapt: Callable[[Dataset], AdaptedEncoder] = lambda _: adapted  # noqa: E731
-    else:
-        adapt = partial(adapt_text_front_end, config, trainer_class=Trainer, echo=echo)
-    prepare_text(dataset, text, needs_windows, data.get("cache_dir"), adapt)
-    return dataset
-
-
-def run_adapted_encoder(run: RunDir) -> AdaptedEncoder | None:
-    """The adapted text encoders a run kept (``text_encoder.pt``), keyed by their content: every split of
-    new data reads as their mean, as training read its validation and test splits. None for a run that
-    kept none; a run whose config says ``text.mode=adapted`` without them is refused, never re-adapted."""
-    states = run.text_encoders_for_reading()
-    if states is None:
-        return None
-    digest = hashlib.sha256()
-    for state in states:
-        for name in sorted(state):
-            digest.update(name.encode())
-            digest.update(state[name].detach().cpu().contiguous().numpy().tobytes())
-    return AdaptedEncoder(tuple(states), f"run-{digest.hexdigest()[:16]}")
 
 
 class StandardizedLoader:
@@ -121,163 +63,50 @@ class StandardizedLoader:
 
 
 class Trainer:
-    """The training loop over a prepared data set: it builds the model the config names on ``dataset``
-    and trains it (:meth:`fit`); it never loads or prepares data. :meth:`from_config` prepares the data
-    a config names first (a text adaptation, when the config asks for one, is that step's)."""
+    """The training loop (:meth:`fit`) over a built model and its loaders. It never reads a config's
+    data, builds a model or resolves a setting: :func:`infofusion.training.build.build_trainer` does,
+    and :func:`~infofusion.training.build.trainer_for_config` prepares the data a config names first."""
 
     def __init__(
         self,
+        *,
         config: dict,
-        output_dir: str | Path,
+        info: DataInfo,
         dataset: Dataset,
-        callbacks: list[EpochCallback] | None = None,
-        echo: Callable[[str], None] | None = None,
-        info: DataInfo | None = None,
+        model: InfoFusionModel,
+        loaders: dict[str, StandardizedLoader],
+        optimizer: torch.optim.Optimizer,
+        stages: list[Stage],
+        stage_optimizers: list[torch.optim.Optimizer],
+        average: WeightAverage | None,
+        loss_module: torch.nn.Module,
+        run_dir: RunDir,
+        device: torch.device,
+        distributed: DistributedContext,
+        callbacks: list[EpochCallback],
+        echo: Callable[[str], None],
     ) -> None:
-        # A model folder named by a relative path is recorded absolute: the run names the folder it read.
-        config = resolve_encoder_paths(config)
+        # Built by training.build.build_trainer; the constructor only keeps what the loop uses.
         self.config = config
-        self.train_config = config["train"]
         self.settings = train_settings(config)
-        model_params(config)  # a bad model setting fails here, before any folder, data or training
-        self.output = Path(output_dir)
-        self.run_dir = RunDir(self.output).create()
-        self.callbacks = list(callbacks or [])
-        # Under torchrun every process trains; only rank 0 writes files and prints.
-        self.distributed = DistributedContext.from_environment()
-        self.echo = echo or (lambda message: print(message, flush=True))
-        if not self.distributed.is_main:
-            self.echo = lambda _: None
-        threads = self.settings.threads
-        if threads > 0:
-            torch.set_num_threads(threads)
+        self.select_metric = self.settings.select_metric  # resolved by build_trainer, never "auto" here
         self.seed = int(config.get("seed", 0))
-        seed_everything(self.seed)
-
+        self.info = info
         self.dataset = dataset
-        # A trained model keeps the data description it was built with (speaker vocabulary, classes).
-        self.info = info if info is not None else DataInfo.from_dataset(self.dataset)
-        if info is not None:  # a trained model meets data again: labels go by class name (data/labels.py)
-            names = run_class_names(info.task, info.class_names, info.num_classes)
-            self.dataset = with_run_classes(self.dataset, info.task, names)
-        if info is None:
-            # Decided now, while the data's files are where the config says (data/provenance.py).
-            self.info.provenance = data_provenance(config["data"], self.info.modalities)
-            front_end = self.dataset.meta.get(FRONT_END_KEY)
-            if front_end:  # the text front end read the transcripts (infofusion.text.prepare_text)
-                self.info.provenance["text"] = {"kind": "front_end", "encoder": front_end["encoder"]}
-        if info is None and config["data"].get("standardize"):
-            read_by_front_end = ["text"] if self.dataset.meta.get(FRONT_END_KEY) else []
-            scaled = [m for m in self.dataset.modalities if m not in read_by_front_end]
-            self.info.feature_scaling = training_statistics(self.dataset, scaled) if scaled else None
-        if self.info.feature_scaling:
-            # Saved statistics when a trained model meets data again: never refit on other data. The
-            # model applies them (InfoFusionModel.standardize) to every batch of the loaders below.
-            check_statistics(self.dataset, self.info.feature_scaling)
-        model_class = get_model_class(config["model_name"])
-        self.model: InfoFusionModel = build_model(config["model_name"], self.info, config)
-        self.device = self.distributed.device(self.settings.device)
-        self.distributed.join(self.device)
-        self.model.to(self.device)
-        self.loss_module = wrap_for_training(self.model, self.distributed, self.device)
-        if self.distributed.enabled:
-            # Same initial weights everywhere (DDP broadcasts them); different dropout and modality
-            # dropout draws per process, as with independent workers.
-            torch.manual_seed(self.seed + 1000 * self.distributed.rank)
-
-        self.stages = self.model.auxiliary_stages()
-        self.stage_optimizers = [
-            torch.optim.Adam(stage.parameters, lr=stage.lr, weight_decay=stage.weight_decay)
-            for stage in self.stages
-        ]
-        optimizer_class = torch.optim.AdamW if self.settings.optimizer == "adamw" else torch.optim.Adam
-        self.optimizer = optimizer_class(self.model.parameter_groups(self.train_config))
-
-        metric = self.settings.select_metric
-        self.select_metric = default_selection_metric(self.info.task) if metric in (None, "auto") else metric
-        self._check_select_metric()
-        self.utterance_level = model_class.unit == "utterance"
-        self.loaders = {
-            split: self._loader(split, shuffle=(split == "train")) for split in self.dataset.splits
-        }
-        # train.ema_epochs: validation, the best checkpoint and the final scores read a moving average
-        # of the weights over about that many epochs (weight_averaging.py).
-        horizon = float(self.settings.ema_epochs) * len(self.loaders.get("train", ()))
-        self.average = WeightAverage(self.model, horizon) if horizon > 0 else None
-
-    def _check_select_metric(self) -> None:
-        """An unknown ``train.select_metric`` fails now, not after the first epoch."""
-        if self.info.task == "classification":
-            sample = classification_metrics(
-                np.zeros(1), np.zeros(1), self.info.num_classes, self.info.class_names
-            )
-        else:
-            sample = regression_metrics(np.array([0.0, 1.0]), np.array([0.0, 1.0]))
-        known = sorted(name for name, value in sample.items() if isinstance(value, float))
-        if self.select_metric not in known:
-            raise ConfigError(
-                f"train.select_metric {self.select_metric!r} is not a validation metric of this "
-                f"{self.info.task} task (one of {', '.join(known)}, or auto)"
-            )
-
-    @classmethod
-    def from_config(
-        cls,
-        config: dict,
-        output_dir: str | Path,
-        callbacks: list[EpochCallback] | None = None,
-        echo: Callable[[str], None] | None = None,
-    ) -> Trainer:
-        """A trainer on the data ``config`` names, prepared first (:func:`load_data_for_config`)."""
-        model_params(config)  # a bad model setting fails before any data is read
-        is_main = DistributedContext.from_environment().is_main
-        say = (echo or (lambda message: print(message, flush=True))) if is_main else (lambda _: None)
-        dataset = load_data_for_config(config, say)
-        return cls(config, output_dir, dataset, callbacks=callbacks, echo=echo)
-
-    @classmethod
-    def from_run(
-        cls, run_dir: str | Path, data: str | None = None, overrides: list[str] | None = None
-    ) -> Trainer:
-        """A trainer around a finished run's best checkpoint, optionally on other data (``data``)."""
-        return cls.from_loaded(run_dir, RunDir(run_dir).load(data, overrides))
-
-    @classmethod
-    def from_loaded(cls, run_dir: str | Path, loaded: LoadedRun, dataset: Dataset | None = None) -> Trainer:
-        """A trainer around a run :meth:`RunDir.load` read; ``dataset``: the data as this run reads it,
-        already loaded (the members of a seed ensemble whose text needs no run of its own share one)."""
-        if not loaded.config["data"].get("modalities"):
-            # Read the data with the modalities the model was trained on, whatever the defaults that
-            # choose them (label_fit_left_out) would pick today.
-            loaded.config["data"]["modalities"] = list(loaded.info.modalities)
-        if dataset is None:
-            adapted = run_adapted_encoder(RunDir(run_dir))
-            dataset = load_data_for_config(loaded.config, lambda _: None, adapted)
-        with training_notes_silenced():
-            trainer = cls(loaded.config, run_dir, dataset=dataset, echo=lambda _: None, info=loaded.info)
-        loaded.load_weights(trainer.model)  # checked first: weights that do not fit are one line, exit 2
-        return trainer
+        self.model = model
+        self.loaders = loaders
+        self.optimizer = optimizer
+        self.stages = stages
+        self.stage_optimizers = stage_optimizers
+        self.average = average
+        self.loss_module = loss_module
+        self.run_dir = run_dir
+        self.device = device
+        self.distributed = distributed
+        self.callbacks = callbacks
+        self.echo = echo
 
     # -- data -----------------------------------------------------------------------------------------
-    def _loader(self, split: str, shuffle: bool) -> StandardizedLoader:
-        dialogues = self.dataset.splits[split]
-        if self.utterance_level:
-            dialogues = as_utterance_dialogues(dialogues)
-        batch_size = self.settings.batch_size if shuffle else self.settings.eval_batch_size
-        loader = DialogueLoader(
-            dialogues,
-            batch_size,
-            self.info.modalities,
-            self.info.task,
-            self.info.speaker_vocabulary,
-            shuffle=shuffle,
-            seed=self.seed,
-            # Each process trains on its own shard; evaluation splits are read whole by every process.
-            num_shards=self.distributed.world_size if shuffle else 1,
-            shard=self.distributed.rank if shuffle else 0,
-        )
-        return StandardizedLoader(loader, self.model.standardize)
-
     def loader(self, split: str) -> StandardizedLoader:
         return self.loaders[split]
 
@@ -535,31 +364,3 @@ class EpochLogger(Protocol):
     def __call__(self, record: dict) -> None: ...
 
     def close(self) -> None: ...
-
-
-def train(
-    config: dict,
-    output: Path,
-    resume: bool = False,
-    loggers: Sequence[EpochLogger] = (),
-    overwrite: bool = False,
-) -> dict:
-    """Train ``config`` into the run folder ``output``: its metrics, with ``seconds`` of wall time.
-
-    The folder is claimed first (``RunDir.claim``): locked against a second run, and an existing run in
-    it is refused unless ``resume`` (same config) or ``overwrite`` (its files deleted first).
-    """
-    started = time.perf_counter()
-    model_params(config)  # a bad model setting fails before the folder is created or claimed
-    config = resolve_encoder_paths(config)  # as the run records it, so --resume compares like with like
-    # Under torchrun rank 0 alone claims the folder; the other ranks never write into it.
-    is_main = DistributedContext.from_environment().is_main
-    claim = RunDir(output).claim(config, resume=resume, overwrite=overwrite) if is_main else nullcontext()
-    try:
-        with claim:
-            metrics = Trainer.from_config(config, output, callbacks=list(loggers)).fit(resume=resume)
-    finally:
-        for logger in loggers:
-            logger.close()
-    metrics["seconds"] = round(time.perf_counter() - started, 2)
-    return metrics

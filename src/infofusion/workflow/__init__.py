@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from ..config import ConfigError, config_hash, load_yaml
+from ..config import RESOLVED_WHEN_BUILT, ConfigError, config_hash, load_yaml
 
 PLOT_KINDS = ("curves", "mi", "confusion", "tsne")
 # Settings that change how fast a run goes, not what it computes; a finished run is still reusable.
@@ -26,6 +26,18 @@ def comparable_hash(config: dict) -> str:
     for key in RUNTIME_ONLY_TRAIN_KEYS:
         trimmed.get("train", {}).pop(key, None)
     return config_hash(trimmed)
+
+
+def same_run_config(recorded: dict, config: dict) -> bool:
+    """Whether a run that recorded ``recorded`` (its ``config.yaml``) ran ``config``: runtime-only settings
+    aside, and a setting ``config`` leaves ``auto`` taken as what the run resolved it to on the same data
+    (``RESOLVED_WHEN_BUILT``)."""
+    config = copy.deepcopy(config)
+    for key in RESOLVED_WHEN_BUILT:
+        section, name = key.split(".")
+        if config.get(section, {}).get(name) == "auto" and name in recorded.get(section, {}):
+            config[section][name] = recorded[section][name]
+    return comparable_hash(recorded) == comparable_hash(config)
 
 
 def setting_kind(config: dict, key: str) -> str:

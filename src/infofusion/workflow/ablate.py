@@ -22,9 +22,9 @@ from ..config import ConfigError, parse_override
 from ..config.command import config_from_options, settable_config
 from ..models import model_params
 from ..progress import StepProgress
+from ..training.build import train
 from ..training.runs import RunDir, atomic_write_text
-from ..training.trainer import train
-from . import comparable_hash, load_named_yaml, parse_seeds, safe_folder_name, setting_kind
+from . import load_named_yaml, parse_seeds, safe_folder_name, same_run_config, setting_kind
 from .report import markdown_table, mean_and_spread, metric_columns, summarise_seeds, write_csv
 
 
@@ -80,7 +80,7 @@ def finished_metrics(run_dir: Path, config: dict) -> dict | None:
     if not run.is_run():
         return None
     saved = run.config()
-    if comparable_hash(saved) != comparable_hash(config) or saved.get("seed") != config.get("seed"):
+    if not same_run_config(saved, config) or saved.get("seed") != config.get("seed"):
         raise ConfigError(
             f"{run_dir} holds a run of another config (grid, --set, --config, --data or --epochs changed); "
             "use another --output or delete that folder"

@@ -46,9 +46,9 @@ from ..metrics import LOWER_IS_BETTER, default_selection_metric, scalar_metrics
 from ..models import get_model_class
 from ..text import prepare_text, text_settings
 from ..text.adaptation import adapt_text_front_end
+from ..training.build import build_trainer, load_data_for_config
 from ..training.runs import RunDir, atomic_write_text
-from ..training.trainer import Trainer, load_data_for_config
-from . import comparable_hash
+from . import same_run_config
 from .report import main_metric_names, markdown_table
 
 GROUPINGS = ("auto", "dialogue", "session")
@@ -213,7 +213,7 @@ class RunData:
             return dataset
         own = _copied(dataset)
         model_class = get_model_class(self.config["model_name"])
-        adapt = partial(adapt_text_front_end, self.config, trainer_class=Trainer, echo=self.echo)
+        adapt = partial(adapt_text_front_end, self.config, build=build_trainer, echo=self.echo)
         prepare_text(
             own,
             self.text,
@@ -243,7 +243,7 @@ def _write_json(path: Path, content: dict) -> None:
 def check_same_config(run_dir: Path, config: dict) -> None:
     """A run folder of another config is never reused, nor resumed under this one."""
     run = RunDir(run_dir)
-    if run.is_run() and comparable_hash(run.config()) != comparable_hash(config):
+    if run.is_run() and not same_run_config(run.config(), config):
         raise ConfigError(
             f"{run_dir} holds a run of another config (--set, --recipe, --config, --data, --seed or "
             "--epochs changed); use another --output or delete that folder"
@@ -255,7 +255,7 @@ def train_run(config: dict, run_dir: Path, dataset: Callable[[], Dataset], echo:
     seconds this call took."""
     started = time.perf_counter()
     with RunDir(run_dir).claim(config, resume=True):
-        metrics = Trainer(config, run_dir, dataset=dataset(), echo=echo).fit(resume=True)
+        metrics = build_trainer(config, run_dir, dataset=dataset(), echo=echo).fit(resume=True)
     return {**metrics, "seconds": round(time.perf_counter() - started, 2)}
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from ..config import resolve_config
 from ..data.synthetic import true_mutual_information
+from ..training.build import load_data_for_config, train
 from ..training.runs import RunDir
-from ..training.trainer import load_data_for_config, train
 from .report import markdown_table
 
 DEMO_MODELS = ("late_fusion", "mmim", "mmmie", "mind")

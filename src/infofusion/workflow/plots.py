@@ -528,9 +528,9 @@ def fused_representations(trainer, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 def tsne_figure(run_dir: Path, data: str | None, split: str) -> Figure:
     """A 2-D t-SNE of the best checkpoint's fused representation of each utterance, coloured by label."""
-    from ..training.trainer import Trainer
+    from ..training.build import trainer_for_run
 
-    trainer = Trainer.from_run(run_dir, data)
+    trainer = trainer_for_run(run_dir, data)
     points, labels = fused_representations(trainer, split)
     if len(points) > TSNE_MAX_POINTS:
         keep = np.sort(np.random.default_rng(0).choice(len(points), TSNE_MAX_POINTS, replace=False))
@@ -663,9 +663,9 @@ def write_codes_figure(
 
 def plot_codes(run_dir: Path, data: str | None, split: str, output: Path) -> Path:
     """The S/P/N t-SNE PNG of a finished run's best checkpoint on one split of its (or other) data."""
-    from ..training.trainer import Trainer
+    from ..training.build import trainer_for_run
 
-    trainer = Trainer.from_run(Path(run_dir), data)
+    trainer = trainer_for_run(Path(run_dir), data)
     representations, labels = collect_component_codes(trainer, trainer.loader(split))
     figure = codes_figure(
         representations,

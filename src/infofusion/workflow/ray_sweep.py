@@ -23,7 +23,7 @@ import argparse
 from pathlib import Path
 
 from ..config import ConfigError
-from ..training.trainer import Trainer
+from ..training.build import build_trainer
 from .sweep import Sweep, suggest, trial_config, write_best
 
 EXPERIMENT = "infofusion-sweep"
@@ -47,7 +47,7 @@ def _trainable(sweep: Sweep):
     def train_trial(params: dict) -> None:
         from ray import tune
 
-        from ..training.trainer import load_data_for_config
+        from ..training.build import load_data_for_config
         from .sweep import validation_only  # imported on the worker
 
         config = trial_config(base, params)
@@ -58,7 +58,7 @@ def _trainable(sweep: Sweep):
             value = float(record["select"][metric])
             tune.report({metric: value, "best": record["select"]["best"], "epoch": record["epoch"]})
 
-        trainer = Trainer(
+        trainer = build_trainer(
             config,
             run_dir,
             dataset=validation_only(load_data_for_config(config)),

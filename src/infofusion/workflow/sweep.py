@@ -35,8 +35,8 @@ from ..data.types import Dataset
 from ..metrics import LOWER_IS_BETTER, default_selection_metric
 from ..models import model_params
 from ..progress import StepProgress
+from ..training.build import build_trainer, load_data_for_config
 from ..training.runs import RunFolderError, atomic_write_text
-from ..training.trainer import Trainer, load_data_for_config
 from . import comparable_hash, load_named_yaml, setting_kind
 from .report import markdown_table
 
@@ -190,7 +190,7 @@ class Sweep:
         run_dir = self.output / f"trial_{trial.number:04d}"
         trial.set_user_attr("run_dir", str(run_dir))
         pruning = PruningCallback(trial, self.metric)
-        trainer = Trainer(
+        trainer = build_trainer(
             config,
             run_dir,
             dataset=self.dataset_for(config),
