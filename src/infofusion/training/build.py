@@ -6,9 +6,9 @@ that reads the config, the data or a finished run is here:
 - :func:`load_data_for_config`: the data a config names, with its text prepared (a text adaptation,
   when ``text.mode=adapted`` asks for one, is that step's);
 - :func:`build_trainer`: the model, loaders, optimisers and resolved settings on a prepared data set;
-- :func:`trainer_for_config` (both at once), :func:`trainer_for_run` and :func:`trainer_for_loaded` (a
-  finished run on its own or other data: its text read with the run's own adapted encoders, never
-  adapted again);
+- :func:`trainer_for_config` (both at once) and :func:`trainer_for_run` (a finished run on its own or
+  other data, for its diagnostics: its text read with the run's own adapted encoders, never adapted
+  again);
 - :func:`train`: the run folder claimed, then a trainer for the config fitted in it.
 """
 
@@ -44,7 +44,7 @@ from ..text import (
 from ..text.adaptation import adapt_text_front_end
 from .distributed import DistributedContext, wrap_for_training
 from .randomness import seed_everything
-from .runs import LoadedRun, RunDir, RunFolderError, training_notes_silenced
+from .runs import RunDir, RunFolderError, training_notes_silenced
 from .trainer import EpochCallback, EpochLogger, StandardizedLoader, Trainer
 from .weight_averaging import WeightAverage
 
@@ -251,21 +251,15 @@ def trainer_for_config(
 def trainer_for_run(
     run_dir: str | Path, data: str | None = None, overrides: list[str] | None = None
 ) -> Trainer:
-    """A trainer around a finished run's best checkpoint, optionally on other data (``data``)."""
-    return trainer_for_loaded(run_dir, RunDir(run_dir).load(data, overrides))
-
-
-def trainer_for_loaded(run_dir: str | Path, loaded: LoadedRun, dataset: Dataset | None = None) -> Trainer:
-    """A trainer around a run :meth:`RunDir.load` read; ``dataset``: the data as this run reads it,
-    already loaded (the members of a seed ensemble whose text needs no run of its own share one)."""
+    """A trainer around a finished run's best checkpoint (for its diagnostics), optionally on other data
+    (``data``): the text is read with the run's own adapted encoders, never adapted again."""
+    loaded = RunDir(run_dir).load(data, overrides)
     config = loaded.config
     if not config["data"].get("modalities"):
         # Read the data with the modalities the model was trained on, whatever the defaults that
         # choose them (label_fit_left_out) would pick today.
         config = {**config, "data": {**config["data"], "modalities": list(loaded.info.modalities)}}
-    if dataset is None:
-        adapted = run_adapted_encoder(RunDir(run_dir))
-        dataset = load_data_for_config(config, lambda _: None, adapted)
+    dataset = load_data_for_config(config, lambda _: None, run_adapted_encoder(RunDir(run_dir)))
     with training_notes_silenced():
         trainer = build_trainer(config, run_dir, dataset, echo=lambda _: None, info=loaded.info)
     loaded.load_weights(trainer.model)  # checked first: weights that do not fit are one line, exit 2
@@ -308,6 +302,5 @@ __all__ = [
     "run_adapted_encoder",
     "train",
     "trainer_for_config",
-    "trainer_for_loaded",
     "trainer_for_run",
 ]
