@@ -25,9 +25,9 @@ from scipy import stats
 SEED_SUFFIX = re.compile(r"-s\d+$")
 
 
-def read(folder: Path) -> dict:
+def read(folder: Path, metric: str | None) -> dict:
     summary = json.loads((folder / "cv.json").read_text(encoding="utf-8"))
-    metric = summary["metric"]
+    metric = metric or summary["metric"]
     return {
         "setting": SEED_SUFFIX.sub("", folder.name),
         "seed": summary["seed"],
