@@ -65,8 +65,9 @@ def main() -> int:
     parser.add_argument(
         "--reference", type=Path, required=True, help="the setting the others are paired with"
     )
+    parser.add_argument("--metric", help="a held-out fold's metric (default: the one the runs selected on)")
     args = parser.parse_args()
-    runs = [read(folder) for folder in args.experiments if (folder / "cv.json").is_file()]
+    runs = [read(folder, args.metric) for folder in args.experiments if (folder / "cv.json").is_file()]
     reference_name = SEED_SUFFIX.sub("", args.reference.name)
     reference = {r["seed"]: r for r in runs if r["setting"] == reference_name}
     if not reference:
