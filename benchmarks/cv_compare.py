@@ -34,7 +34,7 @@ def read(folder: Path, metric: str | None) -> dict:
         "metric": metric,
         "folds": [float(result["metrics"][metric]) for result in summary["fold_results"]],
         "plan": (summary["folds"], summary["groups"], summary["split_seed"], summary["data"]),
-        "dev": summary.get("dev"),
+        "dev": (summary.get("final") or {}).get("dev", {}).get(metric, summary.get("dev")),
     }
 
 
