@@ -27,7 +27,6 @@ from infofusion.workflow.cross_validate import (
     session_of,
 )
 from test_cli import run_cli
-from text_fixtures import save_tiny_bert
 
 SYNTHETIC = ["data.dialogues={train: 12, valid: 4, test: 4}", "train.batch_size=4", "train.threads=1"]
 IEMOCAP_IDS = [
@@ -214,11 +213,6 @@ def test_the_command_groups_iemocap_by_session_and_resumes_a_killed_fold(tmp_pat
 
     code, _, err = run_cli(capsys, *arguments, "--folds", "2")
     assert code == 2 and "other folds" in err and len(err.strip().splitlines()) == 1
-
-
-@pytest.fixture(scope="module")
-def tiny_encoder(tmp_path_factory) -> str:
-    return str(save_tiny_bert(tmp_path_factory.mktemp("tiny-bert")))
 
 
 def text_config(data: Path, encoder: str, cache: Path, *overrides: str) -> dict:

@@ -22,7 +22,7 @@ from stage_steps import (
     take_main_step,
     take_stage_step,
 )
-from text_fixtures import TINY_HIDDEN, save_tiny_bert, tiny_bert
+from text_fixtures import TINY_HIDDEN, tiny_bert
 
 SMALL = {"dialogues": {"train": 6, "valid": 3, "test": 3}, "max_utterances": 6}
 TOKEN_LENGTH = 8
@@ -52,11 +52,6 @@ def model_and_batch(data_options=None, *overrides, data=None):
 
 
 # -- the text front end, with a tiny random BERT (never a download) ----------------------------------
-@pytest.fixture(scope="module")
-def tiny_encoder(tmp_path_factory):
-    return str(save_tiny_bert(tmp_path_factory.mktemp("tiny_bert")))
-
-
 def front_end_model_and_batch(data, encoder, *overrides):
     """MMIM reading text through the shared front end (text.mode=finetune), and a prepared batch."""
     settings = config("text.mode=finetune", f"text.encoder={encoder}", *overrides)

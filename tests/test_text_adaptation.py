@@ -25,23 +25,10 @@ from infofusion.text.encoders import load_tokenizer
 from infofusion.training.build import build_trainer, load_data_for_config, trainer_for_config
 from infofusion.training.runs import RunDir
 from infofusion.training.trainer import Trainer
-from text_fixtures import save_tiny_bert
 
 # One classifier for the whole training split (the default), and cross-fitted over two folds.
 ADAPTED = ["text.mode=adapted", "text.finetune_layers=1", "text.lr=1e-2", "text.adapt_epochs=2"]
 CROSS_FITTED = [*ADAPTED, "text.adapt_folds=2"]
-
-
-@pytest.fixture(scope="module")
-def tiny_encoder(tmp_path_factory) -> str:
-    return str(save_tiny_bert(tmp_path_factory.mktemp("tiny-bert")))
-
-
-@pytest.fixture(scope="module")
-def dialogue_csvs(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("csv")
-    write_dialogue_csvs(directory, "plain", dialogues={"train": 6, "valid": 2, "test": 2}, utterances=5)
-    return directory
 
 
 def config_for(model: str, data, encoder: str, cache, *overrides: str) -> dict:

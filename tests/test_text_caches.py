@@ -46,11 +46,6 @@ def dialogue_csvs(tmp_path_factory) -> Path:
     return directory
 
 
-@pytest.fixture(scope="module")
-def tiny_encoder(tmp_path_factory) -> str:
-    return str(save_tiny_bert(tmp_path_factory.mktemp("tiny-bert")))
-
-
 def config_for(data: Path, encoder: str | Path, cache: Path, *overrides: str, model: str = "bc_lstm") -> dict:
     settings = [f"data.spec={data}", f"data.cache_dir={cache}", f"text.encoder={encoder}", "train.epochs=1"]
     return resolve_config(model, None, [*settings, *overrides])

@@ -8,26 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from data_factories import write_dialogue_csvs
 from infofusion.config import resolve_config
 from infofusion.inference import Predictor
 from infofusion.models.base import DataInfo
 from infofusion.text import TextProvenance
 from infofusion.training.build import load_data_for_config, train
 from infofusion.training.runs import RunDir, RunFolderError, data_info_from
-from text_fixtures import save_tiny_bert
-
-
-@pytest.fixture(scope="module")
-def tiny_encoder(tmp_path_factory) -> str:
-    return str(save_tiny_bert(tmp_path_factory.mktemp("tiny-bert")))
-
-
-@pytest.fixture(scope="module")
-def dialogue_csvs(tmp_path_factory) -> Path:
-    directory = tmp_path_factory.mktemp("csv")
-    write_dialogue_csvs(directory, "plain", dialogues={"train": 6, "valid": 2, "test": 2}, utterances=5)
-    return directory
 
 
 def config_for(data: Path, encoder: str, cache: Path, *overrides: str) -> dict:

@@ -25,7 +25,6 @@ from infofusion.text.frontend import special_tokens
 from infofusion.text.prepare import memoized_tokenizer
 from infofusion.text.windows import WindowSpec, build_dialogue_windows
 from infofusion.training.build import load_data_for_config
-from text_fixtures import save_tiny_bert
 
 COSINE_BOUND = 0.99  # the bar on real transcripts; the tiny model's worst window measured 0.9999999
 
@@ -37,11 +36,6 @@ TURNS = [
     ("Joey", "Okay."),
     ("Rachel", "Wait, wait, what are you talking about? Who is getting married next week?"),
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny_encoder(tmp_path_factory) -> str:
-    return str(save_tiny_bert(tmp_path_factory.mktemp("tiny-bert")))
 
 
 @pytest.fixture(scope="module")

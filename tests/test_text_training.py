@@ -11,12 +11,6 @@ from infofusion.config import resolve_config
 from infofusion.text.windows import TURN
 from infofusion.training.build import build_trainer, load_data_for_config, trainer_for_config
 from infofusion.training.trainer import Trainer
-from text_fixtures import save_tiny_bert
-
-
-@pytest.fixture(scope="module")
-def tiny_encoder(tmp_path_factory) -> str:
-    return str(save_tiny_bert(tmp_path_factory.mktemp("tiny-bert")))
 
 
 @pytest.fixture()
