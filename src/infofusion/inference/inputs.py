@@ -328,10 +328,12 @@ def _fits_a_float(value: int | float) -> bool:
 
 
 def read_dataset_dialogues(spec: str, predictor: Predictor) -> InputData:
-    """Every dialogue of every split of a data spec, read with the run's data options."""
+    """Every dialogue of every split of a data spec, read with the run's data options (as training
+    loaded it: no sentence vectors when the run's text front end reads the transcripts)."""
     from ..data import load_dataset
+    from ..text import loader_options
 
-    dataset = load_dataset(spec, dict(predictor.config.get("data", {})))
+    dataset = load_dataset(spec, loader_options(predictor.config))
     dialogues: list[Dialogue] = []
     splits: list[str | None] = []
     for split, members in dataset.splits.items():
