@@ -386,3 +386,26 @@ def test_predicting_a_data_set_training_read_reuses_its_cached_vectors_and_reads
     again = probabilities(Predictor.from_run(tmp_path / "run"))
     assert calls and not (cache / "text-windows").exists()  # read, never written at inference
     np.testing.assert_allclose(again, cached, atol=1e-5)
+
+
+def test_evaluating_one_split_of_the_data_training_read_reuses_its_cached_vectors(
+    tmp_path, dialogue_csvs, tiny_encoder, monkeypatch
+):
+    """``evaluate RUN --split valid`` reads the whole data set, looks its windows up in training's cache
+    and scores the split without a transformer pass, to the figures a fresh pass gives."""
+    from infofusion.inference.evaluate import evaluate_run
+    from infofusion.text import prepare
+    from infofusion.training.build import train
+
+    cache = tmp_path / "cache"
+    config = config_for(dialogue_csvs, tiny_encoder, cache, "text.mode=frozen", "train.epochs=1")
+    train(config, tmp_path / "run")
+    calls = []
+    real = prepare.encode_windows
+    monkeypatch.setattr(prepare, "encode_windows", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cached = evaluate_run(tmp_path / "run", split="valid")
+    assert calls == []
+    shutil.rmtree(cache / "text-windows")
+    again = evaluate_run(tmp_path / "run", split="valid")
+    assert calls  # without the cache the split is read by the transformer, to the same figures
+    assert again["weighted_f1"] == pytest.approx(cached["weighted_f1"], abs=1e-6)

@@ -51,7 +51,10 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, split: str = "tes
     ``single_seed`` (their mean and population std: published baselines are single models)."""
     predictor = Predictor.from_run(run_dir)
     spec = data if data is not None else str(predictor.config["data"]["spec"])
-    inputs = split_of(read_dataset_dialogues(spec, predictor), split)
+    everything = read_dataset_dialogues(spec, predictor)
+    # The split's frozen text vectors come from training's cache of the whole data set when it has them.
+    predictor.remember_cached_text(everything.dialogues)
+    inputs = split_of(everything, split)
     options = inputs.predict_options()
     metrics = scores(predictor, predictor.predict(inputs.dialogues, **options))
     evaluated = {"split": split, "data": inputs.source, **metrics}

@@ -169,6 +169,13 @@ class Predictor:
             "standardized": sorted(self.info.feature_scaling or {}),  # scaled with training statistics
         }
 
+    def remember_cached_text(self, dialogues: Sequence[Dialogue]) -> None:
+        """Before predicting a part of a data set (one split), look up the frozen text vectors training
+        cached for the whole of it (:meth:`WindowReader.remember_cached`): the part then runs no
+        transformer pass. Does nothing where the vectors are not the cache's to give."""
+        if self.window_reader is not None:
+            self.window_reader.remember_cached(list(dialogues), self.source or "input")
+
     def warm_up(self) -> None:
         """Load the text encoder now (it loads lazily; a server should not pay that on a request)."""
         if self.text_provenance.kind == "sentence":
@@ -512,6 +519,15 @@ class EnsemblePredictor(Predictor):
         self.seeds = seeds
         # A missing modality is allowed only when every member learned to answer without it.
         self.allow_missing = all(member.allow_missing for member in members)
+
+    def remember_cached_text(self, dialogues: Sequence[Dialogue]) -> None:
+        """For the ensemble's reader and every member's own (``evaluate`` scores each member too)."""
+        done: set[int] = set()
+        for predictor in (self, *self.members):
+            reader = predictor.window_reader
+            if reader is not None and id(reader) not in done:
+                done.add(id(reader))
+                reader.remember_cached(list(dialogues), self.source or "input")
 
     def _shared_reader(self, first: Predictor) -> WindowReader | None:
         if first.window_reader is None or not self.separate_text:

@@ -218,6 +218,10 @@ def prepare_text(
     return False
 
 
+def _window_key(window: np.ndarray) -> bytes:
+    return window.dtype.str.encode() + repr(window.shape).encode() + window.tobytes()
+
+
 def label_fit_left_out(dataset: Dataset, text: TextSection) -> list[str]:
     """Modalities to leave out by default: features fit to the training labels, once the text front end
     reads the transcripts instead of the file's (equally label-fit) text vectors.
@@ -282,6 +286,25 @@ class WindowReader:
         self.tokenize = memoized_tokenizer(tokenizer)
         self._front_ends: list[TextFrontEnd] = []
         self._lock = threading.Lock()
+        # Training's cached vectors of a whole data set, by window (remember_cached): a split of it read
+        # later (evaluate) is looked up here instead of read by the transformer again.
+        self._known: dict[bytes, np.ndarray] = {}
+
+    def remember_cached(self, dialogues: list[Dialogue], source: str = "input") -> int:
+        """When training cached the frozen vectors of exactly these dialogues' windows (the whole data
+        set, as ``evaluate`` reads it before taking one split), keep them by window for :meth:`read_windows`;
+        the dialogues are left as they were. Returns how many windows are known."""
+        if self.model_reads_windows or self.encoder_states:
+            return 0
+        copies = [Dialogue(d.id, [dataclasses.replace(u) for u in d.utterances]) for d in dialogues]
+        attach_dialogue_windows(
+            copies, self.tokenize, self.special, window_spec(self.text), source=source, missing_text=""
+        )
+        windows = [u.window for d in copies for u in d.utterances]
+        vectors = self._cached(windows)
+        if vectors is not None:
+            self._known.update((_window_key(w), v) for w, v in zip(windows, vectors, strict=True))
+        return len(self._known)
 
     def fill(self, dialogues: list[Dialogue], source: str = "input") -> None:
         """Windows, or frozen text vectors, for every utterance (in place; a missing transcript reads as
@@ -297,7 +320,8 @@ class WindowReader:
         are dropped. A seed ensemble reads one set of windows with each member's own adapted encoders."""
         utterances = [u for d in dialogues for u in d.utterances]
         windows = [u.window for u in utterances]
-        vectors = self._cached(windows)
+        known = [self._known.get(_window_key(w)) for w in windows] if self._known else []
+        vectors = np.stack(known) if known and all(v is not None for v in known) else self._cached(windows)
         if vectors is not None:
             for utterance, vector in zip(utterances, vectors, strict=True):
                 utterance.features["text"] = vector
