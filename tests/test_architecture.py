@@ -87,3 +87,31 @@ def test_no_import_cycle_among_the_modules():
 def test_the_cycle_finder_finds_one():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+IMPORT_EACH_FIRST = """
+import importlib, sys
+failed = []
+for name in sys.argv[1:]:
+    for loaded in [m for m in sys.modules if m == "infofusion" or m.startswith("infofusion.")]:
+        del sys.modules[loaded]
+    try:
+        importlib.import_module(name)
+    except Exception as error:
+        failed.append(f"{name}: {type(error).__name__}: {error}")
+print("\\n".join(failed))
+"""
+
+
+def test_every_module_imports_as_the_first_one():
+    """The graph above cannot see a package's ``__init__`` run before its module: importing
+    ``text.encoders`` first once ran ``data/__init__``, which imported ``text.encoders`` half-made."""
+    import subprocess
+    import sys
+
+    names = [name for name in source_files() if name != "infofusion.__main__"]
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORT_EACH_FIRST, *names], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == ""

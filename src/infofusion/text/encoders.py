@@ -35,7 +35,7 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
-from ..data.types import DataError
+from ..errors import DataError
 from ..progress import StepProgress
 from .split_wheels import installed_parts, split_wheel_model, unpack_split_archive
 
