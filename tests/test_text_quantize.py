@@ -16,12 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from data_factories import write_dialogue_csvs
 from infofusion.config import ConfigError, resolve_config
 from infofusion.text import FrontEndSpec, TextFrontEnd, encode_windows, load_transformer, text_settings
-from infofusion.text.encoders import load_tokenizer
-from infofusion.text.frontend import special_tokens
+from infofusion.text.encoders import TextEncoderError, load_tokenizer
+from infofusion.text.frontend import feedforward_linears, reading_precision, special_tokens
 from infofusion.text.prepare import memoized_tokenizer
 from infofusion.text.windows import WindowSpec, build_dialogue_windows
 from infofusion.training.build import load_data_for_config
@@ -104,3 +105,37 @@ def test_fp32_is_the_default_and_bf16_is_opt_in_through_prepare_text(tmp_path, d
     np.testing.assert_array_equal(frozen("text.precision=fp32")[0], default)  # the fp32 entry, read back
     with pytest.raises(ConfigError, match="precision"):
         resolve_config("bc_lstm", None, ["text.precision=int8"])
+
+
+def test_bf16_feedforward_runs_only_the_feedforward_products_in_bf16(tiny_encoder):
+    fp32 = readings(tiny_encoder, "fp32")
+    feedforward = readings(tiny_encoder, "bf16-feedforward")
+    everything = readings(tiny_encoder, "bf16")
+    assert cosines(fp32, feedforward).min() >= COSINE_BOUND
+    assert not np.allclose(fp32, feedforward, atol=1e-6)  # it did run in bf16 ...
+    assert not np.allclose(everything, feedforward, atol=1e-6)  # ... but not everywhere
+
+
+def test_bf16_feedforward_picks_two_linears_a_layer_and_leaves_the_model_as_it_was(tiny_encoder):
+    transformer = load_transformer(tiny_encoder)
+    linears = feedforward_linears(transformer)
+    layers = transformer.config.num_hidden_layers
+    assert len(linears) == 2 * layers
+    assert all(transformer.config.intermediate_size in (m.in_features, m.out_features) for m in linears)
+    front_end = TextFrontEnd(FrontEndSpec(tiny_encoder, precision="bf16-feedforward"), transformer)
+    before = {name: tensor.clone() for name, tensor in transformer.state_dict().items()}
+    with reading_precision(front_end):
+        assert all("forward" in vars(m) for m in linears)
+    assert not any("forward" in vars(m) for m in linears)  # the class's forward again: fp32 in a model
+    after = transformer.state_dict()
+    assert before.keys() == after.keys()
+    assert all(
+        after[name].dtype == torch.float32 and torch.equal(before[name], after[name]) for name in before
+    )
+
+
+def test_bf16_feedforward_refuses_an_encoder_whose_feedforward_it_cannot_tell(tiny_encoder):
+    transformer = load_transformer(tiny_encoder)
+    transformer.config.intermediate_size = transformer.config.hidden_size
+    with pytest.raises(TextEncoderError, match="text.precision=bf16-feedforward"):
+        feedforward_linears(transformer)

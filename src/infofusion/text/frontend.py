@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import functools
 import json
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -33,10 +36,10 @@ from .windows import IDS, SEGMENT, TARGET, SpecialTokens
 
 Mode = Literal["sentence", "frozen", "finetune"]
 Pooling = Literal["target", "cls", "window"]
-Precision = Literal["fp32", "bf16"]
+Precision = Literal["fp32", "bf16", "bf16-feedforward"]
 MODES = ("sentence", "frozen", "finetune")
 POOLINGS = ("target", "cls", "window")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "bf16-feedforward")
 LENGTH_CHUNK = 32  # windows per transformer call within a batch, grouped by length
 LOWER_MEMO_LIMIT = 100_000  # windows whose frozen lower-layer states are kept (about 6 GB at 75 tokens)
 
@@ -146,6 +149,74 @@ def transformer_layers(model: nn.Module) -> nn.ModuleList:
     raise TextEncoderError(
         f"cannot find the {count} transformer layers of {type(model).__name__}", field="text.encoder"
     )
+
+
+def feedforward_linears(transformer: nn.Module) -> list[nn.Linear]:
+    """The linear layers of the transformer's feed-forward blocks: those into or out of its intermediate
+    width (BERT's and MPNet's ``intermediate.dense`` and ``output.dense``)."""
+    config = transformer.config
+    hidden, inner = int(config.hidden_size), int(getattr(config, "intermediate_size", 0) or 0)
+    if inner in (0, hidden):
+        raise TextEncoderError(
+            "text.precision=bf16-feedforward: cannot tell the feed-forward layers of "
+            f"{type(transformer).__name__} (intermediate width {inner or 'unknown'}, hidden {hidden}); "
+            "use bf16 or fp32",
+            field="text.precision",
+        )
+    linears = [
+        m
+        for m in transformer.modules()
+        if isinstance(m, nn.Linear) and inner in (m.in_features, m.out_features)
+    ]
+    return linears
+
+
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (what oneDNN reports: AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+
+
+def _bf16_forward(linear: nn.Linear, inputs: torch.Tensor) -> torch.Tensor:
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return nn.Linear.forward(linear, inputs)
+
+
+@contextmanager
+def reading_precision(front_end: TextFrontEnd) -> Iterator[None]:
+    """The arithmetic of a frozen reading (``spec.precision``), on the CPU; other devices read in fp32.
+
+    - ``bf16``: every matrix product in bfloat16 under autocast (layer norms and softmax stay fp32);
+    - ``bf16-feedforward``: only the feed-forward blocks' products (two thirds of a layer's arithmetic)
+      in bfloat16; attention stays fp32, where mpnet's worst vectors lost the most under ``bf16``.
+
+    Both are fast only on a CPU with native bf16 (AMX, AVX512-BF16); elsewhere it is emulated, and
+    slower than fp32, which is said once."""
+    precision = front_end.spec.precision
+    device = next(front_end.parameters()).device
+    if precision == "fp32" or device.type != "cpu":
+        yield
+        return
+    if not native_bf16():
+        warnings.warn(
+            f"text.precision={precision}: this CPU has no native bf16, so it is emulated and slower than "
+            "fp32 (--set text.precision=fp32)",
+            stacklevel=3,
+        )
+    if precision == "bf16":
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            yield
+        return
+    linears = feedforward_linears(front_end.transformer)
+    for linear in linears:  # an instance attribute: the module's structure and state dict stay as they are
+        linear.forward = functools.partial(_bf16_forward, linear)
+    try:
+        yield
+    finally:
+        for linear in linears:
+            del linear.forward
 
 
 class TextFrontEnd(nn.Module):

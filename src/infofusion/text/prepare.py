@@ -23,7 +23,7 @@ import torch
 from ..data.types import DataError, Dataset, Dialogue
 from ..progress import StepProgress
 from .encoders import default_cache_dir, read_cached_array, write_array_atomically
-from .frontend import FrontEndSpec, TextFrontEnd
+from .frontend import FrontEndSpec, TextFrontEnd, reading_precision
 from .windows import (
     IDS,
     ROWS,
@@ -142,20 +142,17 @@ def encode_windows(
 ) -> np.ndarray:
     """Pooled vectors ``(N, hidden)`` of ``windows``, in batches of similar length (less padding).
 
-    With ``front_end.spec.precision == "bf16"`` (on the CPU) the transformer's matrix products run in
-    bfloat16 under autocast (layer norms and softmax stay fp32): about 3 times faster on one thread of a
-    CPU with native bf16 (AMX, AVX512-BF16), likely slower where it is emulated; cosines to fp32 in
-    ``docs/text.md``."""
+    The arithmetic is ``front_end.spec.precision`` (:func:`~infofusion.text.frontend.reading_precision`);
+    cosines to fp32 and speeds in ``docs/text.md``."""
     order = np.argsort([w.shape[1] for w in windows], kind="stable")
     out = np.zeros((len(windows), front_end.hidden), dtype=np.float32)
     device = next(front_end.parameters()).device
-    bf16 = front_end.spec.precision == "bf16" and device.type == "cpu"
     was_training = front_end.training
     front_end.eval()
     label = f"encoding transcripts with context ({front_end.spec.encoder})"
     with (
         torch.inference_mode(),
-        torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16),
+        reading_precision(front_end),
         StepProgress(len(windows), label, "utterances") as progress,
     ):
         for start in range(0, len(order), batch_size):
