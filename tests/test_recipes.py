@@ -113,26 +113,32 @@ def test_an_unknown_recipe_is_one_line_naming_the_recipes_there_are(tmp_path, ca
     assert set(recipe_names("mmmie")) == {"iemocap", "meld", "mosi"}
 
 
-def test_the_first_line_names_the_recipe_the_text_and_the_text_steps_duration(tmp_path):
+def test_the_first_line_names_the_recipe_the_text_and_the_text_steps_duration(tmp_path, monkeypatch):
+    monkeypatch.setattr("infofusion.text.frontend.native_bf16", lambda: False)  # auto reads in fp32
     folder = tmp_path / "csvs"
     write_dialogue_csvs(folder, dialogues={"train": 4, "valid": 2, "test": 2}, utterances=4)
     line = describe_run(resolve_config("mmmie", None, None, {"data": {"spec": str(folder)}}, "iemocap"))
     assert line.startswith("mmmie with recipe iemocap (configs/recipes/iemocap/mmmie.yaml) | text: ")
-    assert "frozen all-mpnet-base-v2, 3 past turns" in line
+    assert "frozen all-mpnet-base-v2, 3 past turns, read in fp32 (auto)" in line
     assert "text step: about 3 s for 32 utterances" in line  # 32 windows at mpnet's measured 10.2/s
     defaults = describe_run(resolve_config("mmim", None, None, {"data": {"spec": str(folder)}}))
     assert defaults.startswith("mmim with the defaults (no recipe) | text: frozen all-MiniLM-L6-v2")
     adapted = describe_run(resolve_config("mind", None, None, {"data": {"spec": str(folder)}}, "iemocap"))
     assert "adapted to the training labels by 2 cross-fitted classifiers" in adapted
+    monkeypatch.setattr("infofusion.text.frontend.native_bf16", lambda: True)
+    native = describe_run(resolve_config("mmmie", None, None, {"data": {"spec": str(folder)}}, "iemocap"))
+    assert "frozen all-mpnet-base-v2, 3 past turns, read in bf16-feedforward (auto)" in native
+    assert "text step: about 2 s for 32 utterances" in native  # 32 windows at 2 x 10.2/s
     synthetic = describe_run(resolve_config("mmmie"))
     assert synthetic.endswith("text: the data's own text features (no transcripts)")
 
 
 def test_the_estimate_scales_with_what_the_text_step_does():
     sizes = SplitSizes(train=9989, other=1109)
-    frozen = text_settings(resolve_config("mmim"))
-    adapted = text_settings(resolve_config("mmim", recipe="meld"))
-    finetune = text_settings(resolve_config("mmim", recipe="mosi"))
+    fp32 = ["text.precision=fp32"]  # the rates were measured in fp32
+    frozen = text_settings(resolve_config("mmim", None, fp32))
+    adapted = text_settings(resolve_config("mmim", None, fp32, recipe="meld"))
+    finetune = text_settings(resolve_config("mmim", None, fp32, recipe="mosi"))
     seconds = {
         "frozen": text_step_seconds(frozen, sizes, 4),
         "adapted": text_step_seconds(adapted, sizes, 4),
@@ -144,6 +150,14 @@ def test_the_estimate_scales_with_what_the_text_step_does():
     assert seconds["frozen"] < seconds["adapted"] < seconds["finetune"]
     unknown = text_settings(resolve_config("mmim", None, ["text.encoder=/some/folder"]))
     assert text_step_seconds(unknown, sizes, 4) is None
+    # a reduced-precision reading is faster; the classifier's training steps are not
+    feedforward = ["text.precision=bf16-feedforward"]
+    frozen_bf16 = text_step_seconds(text_settings(resolve_config("mmim", None, feedforward)), sizes, 4)
+    assert frozen_bf16 == pytest.approx(seconds["frozen"] / 2.0)
+    adapted_bf16 = text_settings(resolve_config("mmim", None, feedforward, recipe="meld"))
+    assert text_step_seconds(adapted_bf16, sizes, 4) == pytest.approx(
+        seconds["adapted"] - (11098 + 1109) / 79.0 / 2
+    )
 
 
 def test_a_config_saved_before_recipes_reads_as_it_acted():

@@ -230,7 +230,7 @@ def test_the_seed_models_adapt_nothing_by_default_and_folds_are_a_count():
 
 def test_the_main_models_training_settings_do_not_key_the_adaptation(tmp_path, dialogue_csvs, tiny_encoder):
     """The classifier's own training settings key its adaptation; the main model's weight averaging is
-    the main model's and does not reach the classifier."""
+    the main model's and does not reach the classifier, nor does the precision of the reading."""
     config = config_for("late_fusion", dialogue_csvs, tiny_encoder, tmp_path, "text.mode=finetune")
     dataset = load_data_for_config(config, lambda _: None)  # windows kept: the transformer reads them
     classifier = text_adaptation.adaptation_config(config)
@@ -242,6 +242,17 @@ def test_the_main_models_training_settings_do_not_key_the_adaptation(tmp_path, d
         "late_fusion", dialogue_csvs, tiny_encoder, tmp_path, "text.mode=finetune", "train.ema_epochs=2"
     )
     assert text_adaptation.adaptation_key(text_adaptation.adaptation_config(main_averaged), dataset) == key
+    # how the adapted transformer's vectors are read does not change how it learns (fp32, always)
+    for precision in ("auto", "bf16", "bf16-feedforward"):
+        read = config_for(
+            "late_fusion",
+            dialogue_csvs,
+            tiny_encoder,
+            tmp_path,
+            "text.mode=finetune",
+            f"text.precision={precision}",
+        )
+        assert text_adaptation.adaptation_key(text_adaptation.adaptation_config(read), dataset) == key
 
 
 def test_evaluating_an_adapted_run_reads_its_own_encoders_and_trains_nothing(

@@ -46,6 +46,7 @@ def describe_run(config: dict) -> str:
     transcripts, an estimate of the text step's duration (the data is read, not encoded, to count it)."""
     from ..text import text_settings
     from ..text.cost import duration, text_step_seconds
+    from ..text.frontend import resolve_precision
     from ..text.split_wheels import missing_install
 
     recipe = config.get("recipe")
@@ -65,6 +66,9 @@ def describe_run(config: dict) -> str:
     if text.mode != "sentence":
         turns = "turn" if text.past == 1 else "turns"
         reads += f", {text.past} past {turns}" + (f", {text.future} future" if text.future else "")
+    if text.mode in ("frozen", "adapted"):
+        precision = resolve_precision(text.precision)
+        reads += f", read in {precision}" + (" (auto)" if text.precision == "auto" else "")
     line = f"{model} with {where} | text: {reads}"
     install = missing_install(text.encoder) if text.mode != "sentence" else None
     if install:

@@ -99,7 +99,9 @@ def adaptation_key(classifier_config: dict, dataset: Dataset) -> str:
         labels = [u.label for d in dataset.splits[split] for u in d.utterances]
         digest.update(json.dumps([split, labels]).encode())
     train = {k: v for k, v in classifier_config["train"].items() if k not in UNKEYED_TRAIN_SETTINGS}
-    text = classifier_config["text"]
+    # The classifier trains in fp32 whatever text.precision says (the precision of the reading keys the
+    # vectors' own cache), so it is keyed as fp32: the keys made before text.precision=auto stay valid.
+    text = {**classifier_config["text"], "precision": "fp32"}
     settings = {
         "version": ADAPTATION_VERSION,
         "seed": classifier_config["seed"],

@@ -4,7 +4,9 @@ The rates are windows a second of one frozen forward pass, measured on IEMOCAP's
 past turns, 128 tokens) with one torch thread on this project's 2-core machine: all-MiniLM-L6-v2 read
 7,433 windows in 94 s, all-mpnet-base-v2 in 732 s. A training step (forward, backward, the optimiser)
 costs about six forward passes: MELD's adaptation (two epochs over 9,989 utterances, then every split
-read once) took about 1,580 s.
+read once) took about 1,580 s. A frozen reading in reduced precision (``text.precision``) is faster by
+the ratio measured by ``benchmarks/text_encoding_speed.py`` at one thread (the smaller of the two
+encoders'); training steps always run in fp32.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import TextSection
+from .frontend import resolve_precision
 
 WINDOWS_PER_SECOND = {"all-MiniLM-L6-v2": 79.0, "all-mpnet-base-v2": 10.2}
 TRAINING_STEP_IN_FORWARD_PASSES = 6.0
+READING_SPEEDUP = {"fp32": 1.0, "bf16-feedforward": 2.0, "bf16": 2.6}
 
 
 @dataclass(frozen=True)
@@ -37,18 +41,20 @@ def text_step_seconds(text: TextSection, sizes: SplitSizes, epochs: int) -> floa
         return None
     step = TRAINING_STEP_IN_FORWARD_PASSES
     if text.mode == "frozen":
-        passes = sizes.total
+        trained, read = 0.0, sizes.total
     elif text.mode == "adapted":
-        # Each of K classifiers learns (K-1)/K of the training split (all of it when K = 1), reads what it
-        # did not learn, and the other splits read through every classifier.
+        # Each of K classifiers learns (K-1)/K of the training split (all of it when K = 1) and is
+        # validated every epoch; then it reads what it did not learn, and the other splits read through
+        # every classifier.
         folds = text.adapt_folds
         learned = sizes.train * (folds - 1 if folds > 1 else 1)
-        passes = text.adapt_epochs * (learned * step + sizes.other) + sizes.total + folds * sizes.other
+        trained = text.adapt_epochs * (learned * step + sizes.other)
+        read = sizes.total + folds * sizes.other
     elif text.mode == "finetune":
-        passes = epochs * (sizes.train * step + sizes.other)
+        trained, read = epochs * (sizes.train * step + sizes.other), 0.0
     else:
         return None  # sentence vectors: one short pass, cached
-    return passes / rate
+    return (trained + read / READING_SPEEDUP[resolve_precision(text.precision)]) / rate
 
 
 def duration(seconds: float) -> str:

@@ -33,6 +33,7 @@ from .frontend import (
     FrontEndSpec,
     TextFrontEnd,
     load_transformer,
+    resolve_precision,
     special_tokens,
     transformer_config,
     transformer_shapes,
@@ -100,7 +101,7 @@ def front_end_spec(text: TextSection) -> FrontEndSpec:
         text.segments,
         text.finetune_layers,
         text.layer_decay,
-        text.precision,
+        resolve_precision(text.precision),
     )
 
 
