@@ -200,3 +200,18 @@ def test_a_model_that_sizes_itself_declares_no_model_hidden(model):
     assert without_legacy_settings(saved, lambda: 0)["model"] == {"dropout": 0.2}
     for reads_it in ("mmim", "late_fusion"):
         assert model_params(resolve_config(reads_it, None, ["model.hidden=64"])).hidden == 64
+
+
+def test_the_first_line_says_when_the_frozen_vectors_are_already_cached(tmp_path, tiny_encoder):
+    from infofusion.training.build import load_data_for_config
+
+    folder = tmp_path / "csvs"
+    write_dialogue_csvs(folder, dialogues={"train": 4, "valid": 2, "test": 2}, utterances=4)
+    settings = [f"data.spec={folder}", f"data.cache_dir={tmp_path / 'cache'}", f"text.encoder={tiny_encoder}"]
+    config = resolve_config("mmim", None, [*settings, "text.mode=frozen"])
+    assert describe_run(config).endswith(f"text step: no measured rate for {tiny_encoder}")
+    load_data_for_config(config, lambda _: None)  # the text step: the vectors go to the cache
+    assert describe_run(config).endswith("text step: none, the 32 vectors are cached")
+    # another window, another entry: not cached
+    wider = resolve_config("mmim", None, [*settings, "text.mode=frozen", "text.past=1"])
+    assert describe_run(wider).endswith(f"text step: no measured rate for {tiny_encoder}")

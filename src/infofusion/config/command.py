@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Protocol
 from . import recipe_path, resolve_config
 
 if TYPE_CHECKING:
-    from ..text.cost import SplitSizes
+    from ..data.types import Dataset
 
 
 class CommandOptions(Protocol):
@@ -45,16 +45,17 @@ def describe_run(config: dict) -> str:
     """One line: the model, the recipe (or the defaults), the text representation and, when the data has
     transcripts, an estimate of the text step's duration (the data is read, not encoded, to count it)."""
     from ..text import text_settings
-    from ..text.cost import duration, text_step_seconds
+    from ..text.cost import SplitSizes, duration, text_step_seconds
     from ..text.frontend import resolve_precision
+    from ..text.settings import frozen_reading_cached
     from ..text.split_wheels import missing_install
 
     recipe = config.get("recipe")
     model = config["model_name"]
     where = f"recipe {recipe} ({recipe_path(recipe)}{model}.yaml)" if recipe else "the defaults (no recipe)"
     text = text_settings(config)
-    sizes = transcribed_split_sizes(config) if text.mode != "sentence" else None
-    if text.mode != "sentence" and sizes is None:
+    dataset = transcribed_dataset(config) if text.mode != "sentence" else None
+    if text.mode != "sentence" and dataset is None:
         return f"{model} with {where} | text: the data's own text features (no transcripts)"
     reads = {
         "sentence": f"one {config['data']['encoder']} vector per utterance",
@@ -73,28 +74,29 @@ def describe_run(config: dict) -> str:
     install = missing_install(text.encoder) if text.mode != "sentence" else None
     if install:
         line += f" (not installed here: {install})"
-    if sizes is None:
+    if dataset is None:
         return line
+    counts = {name: sum(len(d) for d in dialogues) for name, dialogues in dataset.splits.items()}
+    train = counts.pop("train", 0)
+    sizes = SplitSizes(train=train, other=sum(counts.values()))
+    if frozen_reading_cached(dataset, text, config["data"].get("cache_dir")):
+        return f"{line} | text step: none, the {sizes.total:,} vectors are cached"
     seconds = text_step_seconds(text, sizes, int(config["train"]["epochs"]))
     if seconds is None:
         return f"{line} | text step: no measured rate for {text.encoder}"
     return f"{line} | text step: {duration(seconds)} for {sizes.total:,} utterances on 2 CPU cores"
 
 
-def transcribed_split_sizes(config: dict) -> SplitSizes | None:
-    """Utterances per split of the data ``config`` names, or None when it has no transcripts."""
+def transcribed_dataset(config: dict) -> Dataset | None:
+    """The data ``config`` names, read as the trainer reads it (the same validation split) without any
+    vector computed, or None when it has no transcripts."""
     from ..data import load_dataset
-    from ..text.cost import SplitSizes
+    from ..text.settings import loader_options
 
     if config["data"]["spec"] == "synthetic":
         return None  # generated vectors: no transcripts
-    # Read as the trainer reads it (the same validation split), without computing sentence vectors.
-    dataset = load_dataset(str(config["data"]["spec"]), {**config["data"], "encoder": "none"})
-    if not dataset.has_transcripts:
-        return None
-    counts = {name: sum(len(d) for d in dialogues) for name, dialogues in dataset.splits.items()}
-    train = counts.pop("train", 0)
-    return SplitSizes(train=train, other=sum(counts.values()))
+    dataset = load_dataset(str(config["data"]["spec"]), {**loader_options(config), "encoder": "none"})
+    return dataset if dataset.has_transcripts else None
 
 
 def settable_config(config: dict) -> dict:
