@@ -104,11 +104,12 @@ def conversation_dataset(
         meta={
             "format": "conversation-pickle",
             "valid_split": valid_origin,
-            # These files' vectors are the hidden layers of unimodal networks that their authors trained
-            # on the training videos' labels (bc-LSTM's pipeline; MOSI: a linear model reaches 98 % on the
-            # training videos' text vectors and 76 % on new ones), so a model fit on them reads the label
-            # off them in a way new videos do not support (text.settings.label_fit_left_out).
-            "features_fit_to_labels": list(MODALITY_FIELDS),
+            # The text and visual vectors are the hidden layers of unimodal networks that their authors
+            # trained on the training videos' labels (bc-LSTM's pipeline; MOSI, a linear model: text 99 %
+            # on the training videos, 75 % on new ones; visual 93 / 52), so a model fit on them reads the
+            # label off them in a way new videos do not support (text.settings.label_fit_left_out). The
+            # audio is openSMILE's, extracted without labels (65 / 56): a clean second modality.
+            "features_fit_to_labels": ["text", "visual"],
         },
     )
     validate_dataset(dataset)
