@@ -153,3 +153,34 @@ def test_a_full_disk_is_one_line_and_leaves_no_truncated_file(run, tmp_path, cap
     assert code == 2 and len(err) == 1 and "disk is full" in err[0] and str(output) in err[0]
     assert output.read_text() == "the previous predictions\n"  # untouched, not truncated
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.json", "predictions.json"]  # no temp left
+
+
+PRINTS_MORE_THAN_A_PIPE_HOLDS = """
+import argparse, sys
+from infofusion import cli
+
+class Parser:
+    def parse_args(self, argv):
+        return argparse.Namespace(handler=lambda args: [print("line " * 20) for _ in range(100_000)])
+
+cli.build_parser = Parser
+sys.exit(cli.main([]))
+"""
+
+
+def test_a_reader_that_goes_away_stops_the_command_quietly():
+    """`infofusion config ... | head -1`: no 'error: Broken pipe' and no traceback, SIGPIPE's exit code."""
+    import signal
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-c", PRINTS_MORE_THAN_A_PIPE_HOLDS],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout.readline().startswith("line ")
+    process.stdout.close()
+    assert process.wait(timeout=120) == 128 + signal.SIGPIPE
+    assert process.stderr.read() == ""

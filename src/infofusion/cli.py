@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -546,6 +548,11 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warning
             return int(args.handler(args) or 0)
+    except BrokenPipeError:
+        # The reader went away (`infofusion config ... | head -1`): stop quietly, as a command killed by
+        # SIGPIPE does, and keep the interpreter's last flush from failing on the same pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except tuple(EXIT_CODES) as error:
         print(f"error: {error_line(error)}", file=sys.stderr)
         return next(code for kind, code in EXIT_CODES.items() if isinstance(error, kind))
