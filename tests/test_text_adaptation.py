@@ -321,3 +321,26 @@ def test_an_adaptation_keeps_its_encoder_as_a_model_folder_that_reads_the_same(
         for mine, theirs in zip(dialogues, read.splits[split], strict=True):
             for a, b in zip(mine.utterances, theirs.utterances, strict=True):
                 np.testing.assert_allclose(a.features["text"], b.features["text"], atol=1e-5)
+
+
+def test_the_first_line_counts_only_what_the_cache_does_not_hold(
+    tmp_path, dialogue_csvs, tiny_encoder, monkeypatch
+):
+    """Before a cross-fitted adaptation: the whole estimate; once both classifiers are cached, the reading
+    alone; once their vectors are cached too, no text step."""
+    from infofusion.config.command import describe_run
+    from infofusion.text import cost
+
+    monkeypatch.setitem(cost.WINDOWS_PER_SECOND, tiny_encoder, 10.0)  # a rate, so an estimate is printed
+    config = config_for("late_fusion", dialogue_csvs, tiny_encoder, tmp_path / "cache", *CROSS_FITTED)
+    before = describe_run(config)
+    dataset = load_data_for_config(config, lambda _: None)  # adapts both classifiers, reads, caches
+    utterances = sum(len(d) for split in dataset.splits.values() for d in split)
+    assert f"for {utterances} utterances on 2 CPU cores" in before and "cached" not in before
+    assert describe_run(config).endswith(f"text step: none, the {utterances} vectors are cached")
+    for entry in (tmp_path / "cache" / "text-windows").iterdir():
+        entry.unlink()
+    reading = describe_run(config)
+    assert f"reading {utterances} utterances on 2 CPU cores (the adaptation is cached)" in reading
+    seconds = lambda line: line.split("text step: about ")[1].split(" ")[0]  # noqa: E731
+    assert int(seconds(reading)) < int(seconds(before))

@@ -45,9 +45,8 @@ def describe_run(config: dict) -> str:
     """One line: the model, the recipe (or the defaults), the text representation and, when the data has
     transcripts, an estimate of the text step's duration (the data is read, not encoded, to count it)."""
     from ..text import text_settings
-    from ..text.cost import SplitSizes, duration, text_step_seconds
+    from ..text.cost import SplitSizes, cached_text_step, duration, text_step_seconds
     from ..text.frontend import resolve_precision
-    from ..text.settings import frozen_reading_cached
     from ..text.split_wheels import missing_install
 
     recipe = config.get("recipe")
@@ -79,12 +78,15 @@ def describe_run(config: dict) -> str:
     counts = {name: sum(len(d) for d in dialogues) for name, dialogues in dataset.splits.items()}
     train = counts.pop("train", 0)
     sizes = SplitSizes(train=train, other=sum(counts.values()))
-    if frozen_reading_cached(dataset, text, config["data"].get("cache_dir")):
+    cached = cached_text_step(dataset, config)
+    if cached.vectors:
         return f"{line} | text step: none, the {sizes.total:,} vectors are cached"
-    seconds = text_step_seconds(text, sizes, int(config["train"]["epochs"]))
+    seconds = text_step_seconds(text, sizes, int(config["train"]["epochs"]), adapted_cached=cached.adapted)
     if seconds is None:
         return f"{line} | text step: no measured rate for {text.encoder}"
-    return f"{line} | text step: {duration(seconds)} for {sizes.total:,} utterances on 2 CPU cores"
+    what = "reading" if cached.adapted else "for"
+    done = " (the adaptation is cached)" if cached.adapted else ""
+    return f"{line} | text step: {duration(seconds)} {what} {sizes.total:,} utterances on 2 CPU cores{done}"
 
 
 def transcribed_dataset(config: dict) -> Dataset | None:

@@ -12,9 +12,13 @@ encoders'); training steps always run in fp32.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..config import TextSection
 from .frontend import resolve_precision
+
+if TYPE_CHECKING:
+    from ..data.types import Dataset
 
 WINDOWS_PER_SECOND = {"all-MiniLM-L6-v2": 79.0, "all-mpnet-base-v2": 10.2}
 TRAINING_STEP_IN_FORWARD_PASSES = 6.0
@@ -33,9 +37,12 @@ class SplitSizes:
         return self.train + self.other
 
 
-def text_step_seconds(text: TextSection, sizes: SplitSizes, epochs: int) -> float | None:
+def text_step_seconds(
+    text: TextSection, sizes: SplitSizes, epochs: int, adapted_cached: bool = False
+) -> float | None:
     """The estimated seconds of the text step (``None`` for an encoder whose rate was not measured);
-    ``epochs`` is the run's own, which a fine-tuned front end trains for."""
+    ``epochs`` is the run's own, which a fine-tuned front end trains for. ``adapted_cached``: the
+    adaptation's classifiers are cached, so only their reading is left."""
     rate = WINDOWS_PER_SECOND.get(text.encoder)
     if rate is None:
         return None
@@ -48,13 +55,59 @@ def text_step_seconds(text: TextSection, sizes: SplitSizes, epochs: int) -> floa
         # every classifier.
         folds = text.adapt_folds
         learned = sizes.train * (folds - 1 if folds > 1 else 1)
-        trained = text.adapt_epochs * (learned * step + sizes.other)
+        trained = 0.0 if adapted_cached else text.adapt_epochs * (learned * step + sizes.other)
         read = sizes.total + folds * sizes.other
     elif text.mode == "finetune":
         trained, read = epochs * (sizes.train * step + sizes.other), 0.0
     else:
         return None  # sentence vectors: one short pass, cached
     return (trained + read / READING_SPEEDUP[resolve_precision(text.precision)]) / rate
+
+
+@dataclass(frozen=True)
+class CachedTextStep:
+    """What of a run's text step the cache already holds: the adapted transformers (``adapted``) and the
+    vectors read once (``vectors``)."""
+
+    adapted: bool = False
+    vectors: bool = False
+
+
+def cached_text_step(dataset: Dataset, config: dict) -> CachedTextStep:
+    """What :func:`prepare_text` would find in the cache for ``dataset`` (loaded with
+    :func:`loader_options`) under the resolved ``config``: for a frozen reading, its vectors; for an
+    adapted one, every classifier's weights and then the vectors they read. Builds the windows on
+    ``dataset`` to find the entries (a tokeniser pass, seconds); loads no transformer weights."""
+    from .adaptation import adaptation_config, adaptation_folder, adaptation_key, fold_key
+    from .encoders import TextEncoderError, load_tokenizer
+    from .frontend import special_tokens, transformer_config
+    from .prepare import attach_windows, cached_frozen_vectors, frozen_cache_path
+    from .settings import front_end_spec, text_settings, window_spec
+
+    text = text_settings(config)
+    if text.mode not in ("frozen", "adapted") or not dataset.has_transcripts:
+        return CachedTextStep()
+    try:
+        tokenizer = load_tokenizer(text.encoder)
+        hidden = int(transformer_config(text.encoder).hidden_size)
+    except (TextEncoderError, OSError):
+        return CachedTextStep()  # not installed here: the run will say so
+    attach_windows(dataset, tokenizer, special_tokens(tokenizer), window_spec(text))
+    windows = [u.window for split in dataset.splits.values() for d in split for u in d.utterances]
+    settings_key = window_spec(text).key()
+    if text.mode == "adapted":
+        classifier = adaptation_config(config)
+        key = adaptation_key(classifier, dataset)
+        folds = text.adapt_folds
+        keys = [fold_key(key, fold, folds) for fold in range(folds)]
+        if not all(adaptation_folder(classifier, k).text_encoder_path.is_file() for k in keys):
+            return CachedTextStep()
+        settings_key += f"|adapted:{key}"
+    path = frozen_cache_path(
+        windows, front_end_spec(text), settings_key, hidden, config["data"].get("cache_dir")
+    )
+    vectors = cached_frozen_vectors(path, len(windows), hidden) is not None
+    return CachedTextStep(adapted=text.mode == "adapted", vectors=vectors)
 
 
 def duration(seconds: float) -> str:

@@ -219,23 +219,6 @@ def prepare_text(
     return False
 
 
-def frozen_reading_cached(dataset: Dataset, text: TextSection, cache_dir: str | Path | None) -> bool:
-    """Whether :func:`prepare_text` would find every frozen vector of ``dataset`` (loaded with
-    :func:`loader_options`) in the cache and encode nothing. Builds the windows on ``dataset`` to find
-    the entry (a tokeniser pass, seconds); loads no transformer weights."""
-    if text.mode != "frozen" or not dataset.has_transcripts:
-        return False
-    try:
-        tokenizer = load_tokenizer(text.encoder)
-        hidden = int(transformer_config(text.encoder).hidden_size)
-    except (TextEncoderError, OSError):
-        return False  # not installed here: the run will say so
-    attach_windows(dataset, tokenizer, special_tokens(tokenizer), window_spec(text))
-    windows = [u.window for split in dataset.splits.values() for d in split for u in d.utterances]
-    path = frozen_cache_path(windows, front_end_spec(text), window_spec(text).key(), hidden, cache_dir)
-    return cached_frozen_vectors(path, len(windows), hidden) is not None
-
-
 def _window_key(window: np.ndarray) -> bytes:
     return window.dtype.str.encode() + repr(window.shape).encode() + window.tobytes()
 
