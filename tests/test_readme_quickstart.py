@@ -57,6 +57,8 @@ def run_block(block: str, folder: Path, capsys) -> list[str]:
 def test_the_readme_quickstart_runs_as_written_and_prints_what_it_shows(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("INFOFUSION_CACHE", str(tmp_path / "cache"))
+    # The README shows a CPU with native bf16 (`read in bf16-feedforward (auto)`), this project's machine.
+    monkeypatch.setattr("infofusion.text.frontend.native_bf16", lambda: True)
     section = quickstart()
     train_block, predict_block = shell_blocks(section)
     (trained,) = run_block(train_block, tmp_path, capsys)
