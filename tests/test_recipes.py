@@ -123,8 +123,11 @@ def test_the_first_line_names_the_recipe_the_text_and_the_text_steps_duration(tm
     assert "text step: about 3 s for 32 utterances" in line  # 32 windows at mpnet's measured 10.2/s
     defaults = describe_run(resolve_config("mmim", None, None, {"data": {"spec": str(folder)}}))
     assert defaults.startswith("mmim with the defaults (no recipe) | text: frozen all-MiniLM-L6-v2")
-    adapted = describe_run(resolve_config("mind", None, None, {"data": {"spec": str(folder)}}, "iemocap"))
+    cross_fitted = ["text.mode=adapted", "text.adapt_folds=2"]
+    adapted = describe_run(resolve_config("mind", None, cross_fitted, {"data": {"spec": str(folder)}}))
     assert "adapted to the training labels by 2 cross-fitted classifiers" in adapted
+    meld = describe_run(resolve_config("mind", None, None, {"data": {"spec": str(folder)}}, "meld"))
+    assert "adapted to the training labels by one classifier" in meld
     monkeypatch.setattr("infofusion.text.frontend.native_bf16", lambda: True)
     native = describe_run(resolve_config("mmmie", None, None, {"data": {"spec": str(folder)}}, "iemocap"))
     assert "frozen all-mpnet-base-v2, 3 past turns, read in bf16-feedforward (auto)" in native

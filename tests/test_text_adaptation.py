@@ -222,8 +222,9 @@ def test_more_folds_than_training_dialogues_is_a_config_error(tmp_path, dialogue
 def test_the_seed_models_adapt_nothing_by_default_and_folds_are_a_count():
     # Fine-tuning costs tens of minutes: only a recipe asks for it, and says how many folds.
     assert all(resolve_config(m)["text"]["mode"] == "frozen" for m in ("mmmie", "mmim", "mind"))
-    assert resolve_config("mmim", recipe="iemocap")["text"]["adapt_folds"] == 2
+    assert resolve_config("mmim", recipe="meld")["text"]["mode"] == "adapted"
     assert resolve_config("mmim", recipe="meld")["text"]["adapt_folds"] == 1
+    assert resolve_config("mmim", None, ["text.adapt_folds=2"])["text"]["adapt_folds"] == 2
     with pytest.raises(ConfigError, match="text.adapt_folds must be an integer"):
         resolve_config("mmmie", None, ["text.adapt_folds=auto"])
 
