@@ -25,6 +25,16 @@ from scipy import stats
 SEED_SUFFIX = re.compile(r"-s\d+$")
 
 
+def held_out(folder: Path, summary: dict) -> object:
+    """What makes two cross-validations' folds the same: the dialogues each fold holds out (from
+    ``folds.json``), not how the data's path was spelled (``../data`` and ``/abs/data`` are one data set)."""
+    folds = folder / "folds.json"
+    if not folds.is_file():
+        return summary["data"]
+    plan = json.loads(folds.read_text(encoding="utf-8"))["plan"]
+    return tuple(tuple(sorted(str(name) for name in fold["test"])) for fold in plan)
+
+
 def read(folder: Path, metric: str | None) -> dict:
     summary = json.loads((folder / "cv.json").read_text(encoding="utf-8"))
     metric = metric or summary["metric"]
@@ -33,7 +43,7 @@ def read(folder: Path, metric: str | None) -> dict:
         "seed": summary["seed"],
         "metric": metric,
         "folds": [float(result["metrics"][metric]) for result in summary["fold_results"]],
-        "plan": (summary["folds"], summary["groups"], summary["split_seed"], summary["data"]),
+        "plan": (summary["folds"], summary["groups"], summary["split_seed"], held_out(folder, summary)),
         "dev": (summary.get("final") or {}).get("dev", {}).get(metric, summary.get("dev")),
     }
 
