@@ -81,8 +81,8 @@ def cached_text_step(dataset: Dataset, config: dict) -> CachedTextStep:
     from .adaptation import adaptation_config, adaptation_folder, adaptation_key, fold_key
     from .encoders import TextEncoderError, load_tokenizer
     from .frontend import special_tokens, transformer_config
-    from .prepare import attach_windows, cached_frozen_vectors, frozen_cache_path
-    from .settings import front_end_spec, text_settings, window_spec
+    from .prepare import all_windows, attach_windows, cached_frozen_vectors, frozen_cache_path
+    from .settings import front_end_spec, reading_key, text_settings, window_spec
 
     text = text_settings(config)
     if text.mode not in ("frozen", "adapted") or not dataset.has_transcripts:
@@ -93,18 +93,17 @@ def cached_text_step(dataset: Dataset, config: dict) -> CachedTextStep:
     except (TextEncoderError, OSError):
         return CachedTextStep()  # not installed here: the run will say so
     attach_windows(dataset, tokenizer, special_tokens(tokenizer), window_spec(text))
-    windows = [u.window for split in dataset.splits.values() for d in split for u in d.utterances]
-    settings_key = window_spec(text).key()
+    windows = all_windows(dataset)
+    adaptation = None
     if text.mode == "adapted":
         classifier = adaptation_config(config)
-        key = adaptation_key(classifier, dataset)
+        adaptation = adaptation_key(classifier, dataset)
         folds = text.adapt_folds
-        keys = [fold_key(key, fold, folds) for fold in range(folds)]
+        keys = [fold_key(adaptation, fold, folds) for fold in range(folds)]
         if not all(adaptation_folder(classifier, k).text_encoder_path.is_file() for k in keys):
             return CachedTextStep()
-        settings_key += f"|adapted:{key}"
     path = frozen_cache_path(
-        windows, front_end_spec(text), settings_key, hidden, config["data"].get("cache_dir")
+        windows, front_end_spec(text), reading_key(text, adaptation), hidden, config["data"].get("cache_dir")
     )
     vectors = cached_frozen_vectors(path, len(windows), hidden) is not None
     return CachedTextStep(adapted=text.mode == "adapted", vectors=vectors)

@@ -163,12 +163,11 @@ def feedforward_linears(transformer: nn.Module) -> list[nn.Linear]:
             "use bf16 or fp32",
             field="text.precision",
         )
-    linears = [
+    return [
         m
         for m in transformer.modules()
         if isinstance(m, nn.Linear) and inner in (m.in_features, m.out_features)
     ]
-    return linears
 
 
 def resolve_precision(precision: str) -> Precision:

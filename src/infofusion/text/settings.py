@@ -91,6 +91,13 @@ def window_spec(text: TextSection) -> WindowSpec:
     return WindowSpec(text.past, text.future, text.max_tokens, text.speaker_names)
 
 
+def reading_key(text: TextSection, adaptation: str | None = None) -> str:
+    """How a frozen reading's windows were built, and by which adaptation (its key) when adapted: part of
+    the reading's cache key (:func:`~infofusion.text.prepare.frozen_cache_path`)."""
+    key = window_spec(text).key()
+    return f"{key}|adapted:{adaptation}" if adaptation else key
+
+
 def front_end_spec(text: TextSection) -> FrontEndSpec:
     # An adapted transformer reads like a frozen one: its weights no longer change.
     mode = "frozen" if text.mode in ("sentence", "adapted") else text.mode
@@ -200,7 +207,7 @@ def prepare_text(
         dataset.text_provenance = read.with_windows_to_model(True)
         return True
     spec = front_end_spec(text)
-    settings_key = window_spec(text).key()
+    settings_key = reading_key(text)
     readers = [lambda: TextFrontEnd(spec, load_transformer(text.encoder))]
     train_fold = None
     if text.mode == "adapted":
@@ -209,7 +216,7 @@ def prepare_text(
         adapted = adapt(dataset)
         dataset.meta[ADAPTED_STATE_KEY] = list(adapted.states)
         read = dataclasses.replace(read, adaptation=adapted.key)
-        settings_key += f"|adapted:{adapted.key}"
+        settings_key = reading_key(text, adapted.key)
         readers = [partial(_adapted_front_end, spec, text.encoder, state) for state in adapted.states]
         train_fold = adapted.train_fold or None
     encode_frozen(dataset, spec, hidden, readers, special.pad, settings_key, cache_dir, train_fold)
@@ -350,6 +357,6 @@ class WindowReader:
         if self._width is None:  # not per request: a live session's every turn comes through here
             self._width = int(transformer_config(self.text.encoder).hidden_size)
         path = frozen_cache_path(
-            windows, front_end_spec(self.text), window_spec(self.text).key(), self._width, self.cache_dir
+            windows, front_end_spec(self.text), reading_key(self.text), self._width, self.cache_dir
         )
         return cached_frozen_vectors(path, len(windows), self._width)
