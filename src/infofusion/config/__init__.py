@@ -83,6 +83,7 @@ PositiveFloat = Annotated[float, Range(0.0, low_open=True), Range(high=MAX_WEIGH
 Weight = NonNegativeFloat  # a loss term's weight; 0 turns the term's gradient off
 SignedWeight = Annotated[float, Range(-MAX_WEIGHT, MAX_WEIGHT)]  # a factor that may flip a gradient
 Fraction = Annotated[float, Range(0.0, 1.0, high_open=True)]  # dropout rates
+UnitInterval = Annotated[float, Range(0.0, 1.0)]  # 0 to 1, both included
 Modality = Literal["text", "audio", "visual"]
 
 SectionType = TypeVar("SectionType")
@@ -264,6 +265,10 @@ class TrainSection:
     patience: NonNegativeInt = 10  # epochs without improvement before stopping; 0 means never stop
     select_metric: str = "auto"  # auto: the task's default (metrics.default_selection_metric)
     modality_dropout: Fraction = 0.0
+    # Classification: class c's task loss weighted by (N / (C * n_c)) ** class_balance, n_c its training
+    # utterances out of N in C classes. 0: unweighted; 1: every class weighs as much in total (scikit-learn's
+    # "balanced"); between, a milder lift of the rare classes (MELD's fear and disgust: docs/results.md).
+    class_balance: UnitInterval = 0.0
     # Evaluate, select and keep a moving average of the weights over about this many epochs; 0: the
     # weights of the last step (infofusion.training.weight_averaging).
     ema_epochs: NonNegativeFloat = 0.0

@@ -131,6 +131,9 @@ class InfoFusionModel(nn.Module):
         for modality, stats in (info.feature_scaling or {}).items():
             self.register_buffer(f"feature_mean_{modality}", torch.tensor(stats["mean"]), persistent=False)
             self.register_buffer(f"feature_std_{modality}", torch.tensor(stats["std"]), persistent=False)
+        # train.class_balance: the task loss's per-class weights (weigh_classes); a training setting,
+        # so not saved with the weights.
+        self.register_buffer("class_loss_weights", None, persistent=False)
         self.text_settings = text_settings(config)
         # The transformer over context windows, when the data carries them (text.mode frozen with a
         # learned input, or finetune); otherwise the text modality is a plain feature vector.
@@ -234,7 +237,16 @@ class InfoFusionModel(nn.Module):
         if self.info.task == "regression":
             # L1, as MMSA and MMIM train MOSI/MOSEI regression.
             return F.l1_loss(predictions.reshape(-1), labels.float())
-        return F.cross_entropy(predictions, labels)
+        return F.cross_entropy(predictions, labels, weight=self.class_loss_weights)
+
+    def weigh_classes(self, weights: torch.Tensor | None) -> None:
+        """Weight each class's cross-entropy by ``weights`` ``(C,)`` (the trainer's
+        ``train.class_balance``); None: unweighted."""
+        if weights is not None and (
+            self.info.task != "classification" or weights.shape != (self.info.num_classes,)
+        ):
+            raise ValueError(f"class weights of shape {tuple(weights.shape)} for a {self.info.task} model")
+        self.class_loss_weights = None if weights is None else weights.float()
 
     def training_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         """The main stage's loss and the terms to log. Models with extra terms override this."""

@@ -126,6 +126,14 @@ def describe_data(config: dict, dataset: Dataset) -> DataInfo:
     return info
 
 
+def class_loss_weights(dataset: Dataset, num_classes: int, balance: float) -> torch.Tensor:
+    """``(N / (C * n_c)) ** balance`` per class c, from the training split's labels (``train.class_balance``).
+    A class absent from the training split weighs as if it had one utterance."""
+    labels = [int(u.label) for d in dataset.splits["train"] for u in d.utterances]
+    counts = np.maximum(np.bincount(labels, minlength=num_classes), 1)
+    return torch.tensor((len(labels) / (num_classes * counts)) ** balance, dtype=torch.float32)
+
+
 def build_trainer(
     config: dict,
     output_dir: str | Path,
@@ -176,6 +184,8 @@ def build_trainer(
             )
 
     model: InfoFusionModel = build_model(config["model_name"], info, config)
+    if settings.class_balance > 0 and info.task == "classification" and loaded_info is None:
+        model.weigh_classes(class_loss_weights(dataset, info.num_classes, settings.class_balance))
     device = distributed.device(settings.device)
     distributed.join(device)
     model.to(device)
