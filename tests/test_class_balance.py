@@ -67,7 +67,8 @@ def test_the_trainer_weighs_the_models_task_loss_and_keeps_the_weights_out_of_it
     trainer.fit()
     assert (tmp_path / "run" / "best.pt").exists()
 
-    plain = build_trainer(resolve_config("late_fusion", None, ["train.epochs=1"]), tmp_path / "plain", dataset)
+    plain_config = resolve_config("late_fusion", None, ["train.epochs=1"])
+    plain = build_trainer(plain_config, tmp_path / "plain", dataset)
     assert plain.model.class_loss_weights is None
 
 
