@@ -256,6 +256,27 @@ def test_the_main_models_training_settings_do_not_key_the_adaptation(tmp_path, d
         assert text_adaptation.adaptation_key(text_adaptation.adaptation_config(read), dataset) == key
 
 
+def test_a_training_setting_added_later_keeps_the_cached_adaptations_at_its_neutral_value(
+    tmp_path, dialogue_csvs, tiny_encoder
+):
+    """train.class_balance came after adaptations were cached: at 0 (training as before it) the key is the
+    one made without it; the main run's class balance does not reach the classifier; another value keys
+    another adaptation."""
+    config = config_for("late_fusion", dialogue_csvs, tiny_encoder, tmp_path, "text.mode=finetune")
+    dataset = load_data_for_config(config, lambda _: None)
+    classifier = text_adaptation.adaptation_config(config)
+    assert classifier["train"]["class_balance"] == 0
+    key = text_adaptation.adaptation_key(classifier, dataset)
+    before = {**classifier, "train": {k: v for k, v in classifier["train"].items() if k != "class_balance"}}
+    assert text_adaptation.adaptation_key(before, dataset) == key
+    balanced_main = config_for(
+        "late_fusion", dialogue_csvs, tiny_encoder, tmp_path, "text.mode=finetune", "train.class_balance=1"
+    )
+    assert text_adaptation.adaptation_key(text_adaptation.adaptation_config(balanced_main), dataset) == key
+    balanced = {**classifier, "train": {**classifier["train"], "class_balance": 0.5}}
+    assert text_adaptation.adaptation_key(balanced, dataset) != key
+
+
 def test_evaluating_an_adapted_run_reads_its_own_encoders_and_trains_nothing(
     tmp_path, dialogue_csvs, tiny_encoder, monkeypatch, capsys
 ):

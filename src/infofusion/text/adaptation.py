@@ -72,6 +72,9 @@ SHARED_TRAIN_SETTINGS = ("threads", "device", "select_metric")
 ADAPTATION_VERSION = 3
 # Settings that change where or how fast the classifier runs, not what it learns.
 UNKEYED_TRAIN_SETTINGS = ("threads", "device", "eval_batch_size")
+# Training settings added after adaptations were first cached, with the value that trains as before they
+# existed: at that value they are left out of the key, so the cached adaptations stay valid.
+LATER_TRAIN_SETTINGS = {"class_balance": 0.0}
 # How long a training waits for another one adapting the same key into the cache (IEMOCAP's two
 # cross-fitted classifiers take about an hour on 2 CPU cores), and how often it looks.
 WAIT_FOR_ADAPTATION_S = 4 * 3600.0
@@ -98,7 +101,12 @@ def adaptation_key(classifier_config: dict, dataset: Dataset) -> str:
     for split in sorted(dataset.splits):
         labels = [u.label for d in dataset.splits[split] for u in d.utterances]
         digest.update(json.dumps([split, labels]).encode())
-    train = {k: v for k, v in classifier_config["train"].items() if k not in UNKEYED_TRAIN_SETTINGS}
+    train = {
+        k: v
+        for k, v in classifier_config["train"].items()
+        if k not in UNKEYED_TRAIN_SETTINGS
+        and not (k in LATER_TRAIN_SETTINGS and v == LATER_TRAIN_SETTINGS[k])
+    }
     # The classifier trains in fp32 whatever text.precision says (the precision of the reading keys the
     # vectors' own cache), so it is keyed as fp32: the keys made before text.precision=auto stay valid.
     text = {**classifier_config["text"], "precision": "fp32"}
